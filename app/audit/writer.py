@@ -1,0 +1,132 @@
+"""The one place audit rows are written: a group-commit writer.
+
+Decisions hand their records to `AuditWriter.write` and wait. One thread takes
+everything that queued while the previous commit was running and writes it in
+one transaction, so N concurrent decisions cost one commit (one fsync), not N.
+A decision is answered only after its rows are committed; if the commit fails
+or takes too long, `write` raises AuditUnavailable and no decision is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import Engine, insert
+
+from app.models import AuditDecision
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    decision_id: str
+    request_id: str
+    decided_at: datetime
+    client: str
+    requester: str
+    holder: str
+    person_id: str
+    field: str
+    purpose: str
+    decision: str
+    reason: str
+    agreement_id: str | None
+    agreement_version: int | None
+    restriction_id: str | None
+    consent_id: str | None
+    break_glass: bool
+    justification: str | None
+    user_ref: str | None
+    case_ref: str | None
+    policy_revision: int
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit rows could not be committed, so the decision must not be given."""
+
+
+@dataclass
+class _Pending:
+    records: list[AuditRecord]
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the caller gave up (timeout or disconnect)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class AuditWriter:
+    def __init__(self, engine: Engine, *, max_batch_rows: int, timeout_seconds: float) -> None:
+        self._engine = engine
+        self._max_batch_rows = max_batch_rows
+        self._timeout = timeout_seconds
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    async def write(self, records: list[AuditRecord]) -> None:
+        """Return once `records` are committed; raise AuditUnavailable otherwise."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(records, future, loop))
+        try:
+            await asyncio.wait_for(future, self._timeout)
+        except TimeoutError as exc:
+            raise AuditUnavailable("audit commit timed out") from exc
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch, rows = [first], len(first.records)
+            while rows < self._max_batch_rows:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+                rows += len(item.records)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        error: BaseException | None = None
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    insert(AuditDecision),
+                    [asdict(record) for pending in batch for record in pending.records],
+                )
+            self.commits += 1
+        except Exception as exc:  # any failure: no decision may be answered
+            log.error("audit commit failed", error=str(exc), rows=sum(len(p.records) for p in batch))
+            error = AuditUnavailable("audit store unavailable")
+        for pending in batch:
+            try:
+                pending.loop.call_soon_threadsafe(_settle, pending.future, error)
+            except RuntimeError:  # the caller's event loop has closed
+                continue

@@ -1,0 +1,146 @@
+"""The `accord` command: serve, migrate, validate and import agreements, export policy."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app.agreements.service import ImportRefused, import_agreements
+from app.config import get_settings
+from app.db import make_engine, upgrade_schema
+from app.live_policy import compile_from_database
+from app.policy.agreements import AgreementInvalid, parse_agreement
+from app.policy.files import DocumentError, agreement_documents, load_vocabulary
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def _db_upgrade(_: argparse.Namespace) -> int:
+    upgrade_schema(get_settings().database_url)
+    print("database at the latest schema")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    vocabulary = load_vocabulary(get_settings().vocabulary_file)
+    failed = 0
+    for source, document in agreement_documents(Path(args.path)):
+        try:
+            agreement = parse_agreement(document, vocabulary, source=source)
+            print(f"ok {source}: {agreement.id} ({agreement.status})")
+        except AgreementInvalid as exc:
+            failed += 1
+            print(f"invalid {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    vocabulary = load_vocabulary(settings.vocabulary_file)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            results = import_agreements(
+                session, agreement_documents(Path(args.path)), vocabulary=vocabulary,
+                actor=args.actor,
+            )  # fmt: skip
+            session.commit()
+    except ImportRefused as exc:
+        print(f"import refused, nothing stored:\n{exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    for result in results:
+        state = "new version" if result.changed else "unchanged"
+        print(f"{result.agreement_id} v{result.version}: {state}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        policy = compile_from_database(
+            engine, vocabulary_file=settings.vocabulary_file, model_file=settings.model_file
+        )
+    finally:
+        engine.dispose()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.conf").write_text(policy.enforcer.model_text, encoding="utf-8")
+    with (out / "policy.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        for line in policy.all_lines():
+            writer.writerow(("p", *line))
+    print(f"revision {policy.revision}: {policy.line_count} lines written to {out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accord", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="bind address (ACCORD_HOST)")
+    serve.add_argument("--port", type=int, help="port (ACCORD_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (ACCORD_WORKERS)")
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    db.add_parser("upgrade", help="apply migrations up to the latest").set_defaults(
+        run=_db_upgrade
+    )
+
+    agreements = commands.add_parser("agreements", help="agreement files").add_subparsers(
+        dest="agreements_command", required=True
+    )
+    validate = agreements.add_parser("validate", help="check files against the vocabulary")
+    validate.add_argument("path", help="a YAML file or a folder of them")
+    validate.set_defaults(run=_validate)
+    imports = agreements.add_parser("import", help="store changed files as new versions")
+    imports.add_argument("path", help="a YAML file or a folder of them")
+    imports.add_argument("--actor", default="cli", help="who is importing (recorded)")
+    imports.set_defaults(run=_import)
+
+    policy = commands.add_parser("policy", help="compiled policy").add_subparsers(
+        dest="policy_command", required=True
+    )
+    export = policy.add_parser("export", help="write Casbin model.conf and policy.csv")
+    export.add_argument("--out", default="policy-export", help="folder to write into")
+    export.set_defaults(run=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except DocumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

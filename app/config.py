@@ -1,0 +1,51 @@
+"""Settings, read from ACCORD_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACCORD_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{PROJECT_DIR / 'var' / 'accord.db'}",
+        description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+    )
+    vocabulary_file: Path = Field(
+        default=PROJECT_DIR / "policies" / "vocabulary.yaml",
+        description="The partnership's vocabulary (agencies, purposes, fields)",
+    )
+    model_file: Path = Field(
+        default=PROJECT_DIR / "policies" / "model.conf", description="The Casbin model"
+    )
+    host: str = Field(default="127.0.0.1", description="Address `accord serve` binds")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `accord serve` binds")
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    log_level: str = Field(default="info", description="debug, info, warning or error")
+    policy_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often a replica checks the policy revision"
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Largest request body accepted (413 beyond)"
+    )
+    max_batch_fields: int = Field(
+        default=500, ge=1, description="Most fields one batch decision may ask for"
+    )
+    audit_max_batch: int = Field(
+        default=1000, ge=1, description="Most audit rows written in one group commit"
+    )
+    audit_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long a decision waits for its audit commit (503 after)"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

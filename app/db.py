@@ -1,0 +1,41 @@
+"""Database engine: SQLite by default, PostgreSQL (psycopg 3) by URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine whose commits are durable (fsync'd) on either backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=True
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def upgrade_schema(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations up to `revision` (the only way the schema changes)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from app.config import PROJECT_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_DIR / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, revision)

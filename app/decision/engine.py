@@ -1,0 +1,164 @@
+"""Evaluate one field request against a compiled policy: pure, deterministic.
+
+Casbin decides (over the candidate lines the compiler indexed); this module
+builds the Casbin request from the question and the person's facts, and
+explains a deny by the furthest stage any agreement between the parties reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.policy.agreements import Agreement, Obligation
+from app.policy.compiler import CompiledPolicy, Stage
+from app.policy.enforcer import CasbinRequest
+
+DENY_STAGES = (
+    "no-agreement",
+    "agreement-not-in-force",
+    "purpose-not-covered",
+    "field-not-covered",
+    "subject-condition-not-met",
+    "consent-required",
+)
+
+
+@dataclass(frozen=True)
+class Question:
+    """May `requester` see `field` of `person_id`, held by `holder`, for `purpose`?"""
+
+    requester: str
+    holder: str
+    person_id: str
+    field: str
+    purpose: str
+    emergency: bool = False
+
+
+@dataclass(frozen=True)
+class PersonFacts:
+    person_id: str
+    age: int | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    field: str
+    permit: bool
+    reason: str
+    message: str
+    agreement_id: str | None = None
+    agreement_version: int | None = None
+    restriction_id: str | None = None
+    consent_id: str | None = None
+    obligations: tuple[Obligation, ...] = ()
+    break_glass: bool = False
+
+
+def evaluate(
+    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
+) -> Decision:
+    """Decide one field: deny overrides, default deny (DESIGN.md, Decision semantics)."""
+    lines = policy.candidates(
+        requester=question.requester,
+        holder=question.holder,
+        person=question.person_id,
+        field_name=question.field,
+        purpose=question.purpose,
+    )
+    allowed, line = policy.enforcer.enforce(
+        lines,
+        CasbinRequest(
+            requester=question.requester,
+            holder=question.holder,
+            person=question.person_id,
+            field=question.field,
+            purpose=question.purpose,
+            age="" if facts.age is None else f"{min(facts.age, 999):03d}",
+            emergency="yes" if question.emergency else "no",
+            now=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ),
+    )
+    if line is None:
+        return _explain_deny(policy, question, facts, now)
+    source = policy.sources[line[-2]]
+    if not allowed:
+        kind = "sealed" if source.stage == Stage.SEALED else "objection"
+        return Decision(
+            field=question.field,
+            permit=False,
+            reason="person-restriction",
+            message=f"the person's {kind} restriction {source.restriction_id} covers this request",
+            restriction_id=source.restriction_id,
+        )
+    break_glass = source.stage in (Stage.BREAK_GLASS, Stage.BREAK_GLASS_OVER_OBJECTION)
+    agreement = f"{source.agreement_id} v{source.agreement_version}"
+    return Decision(
+        field=question.field,
+        permit=True,
+        reason="break-glass" if break_glass else "agreement",
+        message=(
+            f"emergency access under the break-glass block of {agreement}, flagged for review"
+            if break_glass
+            else f"{agreement} grants {question.field} for {question.purpose}"
+            + (f" with consent {source.consent_id}" if source.consent_id else "")
+        ),
+        agreement_id=source.agreement_id,
+        agreement_version=source.agreement_version,
+        consent_id=source.consent_id,
+        obligations=tuple(
+            obligation
+            for obligation in source.obligations
+            if policy.vocabulary.fields.covers(obligation.field, question.field)
+        ),
+        break_glass=break_glass,
+    )
+
+
+def _explain_deny(
+    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
+) -> Decision:
+    furthest, behind = 0, None
+    for agreement in policy.agreements_by_pair.get((question.requester, question.holder), []):
+        reached = _stage_reached(policy, agreement, question, facts, now)
+        if reached > furthest:
+            furthest, behind = reached, agreement
+    reason = DENY_STAGES[furthest]
+    if behind is None:
+        message = f"no agreement lets {question.holder} share with {question.requester}"
+    else:
+        message = f"{behind.id} v{behind.version}: {reason.replace('-', ' ')}"
+    return Decision(
+        field=question.field,
+        permit=False,
+        reason=reason,
+        message=message,
+        agreement_id=behind.id if behind else None,
+        agreement_version=behind.version if behind else None,
+    )
+
+
+def _stage_reached(
+    policy: CompiledPolicy, agreement: Agreement, question: Question, facts: PersonFacts,
+    now: datetime,
+) -> int:
+    """How far one agreement between the parties got, as an index into DENY_STAGES."""
+    if not agreement.in_force(now.date()):
+        return 1
+    vocabulary = policy.vocabulary
+    for_purpose = [
+        grant for grant in agreement.grants
+        if any(vocabulary.purposes.covers(p, question.purpose) for p in grant.purposes)
+    ]  # fmt: skip
+    if not for_purpose:
+        return 2
+    for_field = [
+        grant for grant in for_purpose
+        if any(vocabulary.fields.covers(f, question.field) for f in grant.fields)
+    ]  # fmt: skip
+    if not for_field:
+        return 3
+    if not any(grant.subject.holds(facts.age) for grant in for_field):
+        return 4
+    return 5

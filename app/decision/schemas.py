@@ -1,0 +1,103 @@
+"""The decision API's request and response bodies (DESIGN.md, API sketch)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.schemas_common import LongText, PersonId, ShortText, VocabularyName
+
+MAX_BATCH_FIELDS = 1000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubjectAttributes(Strict):
+    age: int | None = Field(default=None, ge=0, le=150, description="Age in whole years")
+    birth_date: date | None = Field(default=None, description="Used for age when age is absent")
+
+    @model_validator(mode="after")
+    def _one_source_of_age(self) -> Self:
+        if self.age is not None and self.birth_date is not None:
+            raise ValueError("give age or birth_date, not both")
+        return self
+
+
+class Subject(Strict):
+    id: PersonId
+    attributes: SubjectAttributes = Field(default_factory=SubjectAttributes)
+
+
+class RequestContext(Strict):
+    user: ShortText | None = Field(default=None, description="The person at the partner system")
+    case_ref: ShortText | None = None
+    emergency: bool = False
+    justification: LongText | None = None
+
+    @model_validator(mode="after")
+    def _emergency_needs_justification(self) -> Self:
+        if self.emergency and not (self.justification and self.justification.strip()):
+            raise ValueError("an emergency request needs a non-empty justification")
+        return self
+
+
+class DecisionRequest(Strict):
+    requester: VocabularyName = Field(description="The agency asking to see the data")
+    holder: VocabularyName = Field(description="The agency holding the data")
+    subject: Subject
+    field: VocabularyName
+    purpose: VocabularyName
+    context: RequestContext = Field(default_factory=RequestContext)
+
+
+class BatchDecisionRequest(Strict):
+    requester: VocabularyName
+    holder: VocabularyName
+    subject: Subject
+    fields: list[VocabularyName] | Literal["*"] = Field(
+        description='Fields to decide, or "*" for every leaf field of the vocabulary'
+    )
+    purpose: VocabularyName
+    context: RequestContext = Field(default_factory=RequestContext)
+
+    @model_validator(mode="after")
+    def _bounded_fields(self) -> Self:
+        if isinstance(self.fields, list) and not 1 <= len(self.fields) <= MAX_BATCH_FIELDS:
+            raise ValueError(f"fields must list 1 to {MAX_BATCH_FIELDS} fields")
+        return self
+
+
+class Reason(BaseModel):
+    code: str = Field(description="Stable reason code, e.g. agreement, field-not-covered")
+    message: str
+    agreement_id: str | None = None
+    agreement_version: int | None = None
+    restriction_id: str | None = None
+    consent_id: str | None = None
+
+
+class ObligationOut(BaseModel):
+    field: str
+    mask: str
+
+
+class DecisionOut(BaseModel):
+    decision_id: str
+    field: str
+    decision: Literal["permit", "deny"]
+    reasons: list[Reason]
+    obligations: list[ObligationOut]
+    break_glass: bool
+    policy_revision: int
+    decided_at: datetime
+
+
+class BatchDecisionOut(BaseModel):
+    decisions: list[DecisionOut]
+    permitted: list[str] = Field(description="The fields permitted, in request order")
+    policy_revision: int
+    decided_at: datetime

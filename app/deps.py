@@ -1,0 +1,46 @@
+"""Shared FastAPI dependencies as Annotated aliases; the app's parts live on app.state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.audit.writer import AuditWriter
+from app.config import Settings
+from app.live_policy import LivePolicy
+
+
+def _session(request: Request) -> Iterator[Session]:
+    """A session for one request; routes that write commit before they answer."""
+    with Session(request.app.state.engine) as session:
+        yield session
+
+
+def _live(request: Request) -> LivePolicy:
+    live: LivePolicy = request.app.state.live
+    return live
+
+
+def _writer(request: Request) -> AuditWriter:
+    writer: AuditWriter = request.app.state.audit_writer
+    return writer
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _request_id(request: Request) -> str:
+    request_id: str = request.state.request_id
+    return request_id
+
+
+DbSession = Annotated[Session, Depends(_session)]
+Live = Annotated[LivePolicy, Depends(_live)]
+Writer = Annotated[AuditWriter, Depends(_writer)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+RequestId = Annotated[str, Depends(_request_id)]

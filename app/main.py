@@ -1,0 +1,78 @@
+"""create_app(): the one composition root. Builds the parts in order and wires routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.agreements.router import router as agreements_router
+from app.audit.router import router as audit_router
+from app.audit.writer import AuditWriter
+from app.config import Settings, get_settings
+from app.db import make_engine
+from app.decision.router import router as decisions_router
+from app.live_policy import LivePolicy
+from app.log_setup import configure_logging
+from app.middleware import BodyLimit, RequestContext
+from app.ops import router as ops_router
+from app.problems import install_problem_handlers
+from app.register.router import router as register_router
+
+log = structlog.get_logger(__name__)
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable operation ids (the function name), so openapi.yaml does not churn."""
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        writer = AuditWriter(
+            engine,
+            max_batch_rows=settings.audit_max_batch,
+            timeout_seconds=settings.audit_timeout_seconds,
+        )
+        live = LivePolicy(
+            engine, vocabulary_file=settings.vocabulary_file, model_file=settings.model_file
+        )
+        app.state.settings, app.state.engine = settings, engine
+        app.state.audit_writer, app.state.live = writer, live
+        writer.start()
+        try:
+            await asyncio.to_thread(live.refresh)
+        except Exception as exc:  # not ready until a policy compiles; keep trying
+            log.error("no policy at start", error=str(exc))
+        follower = asyncio.create_task(live.follow(settings.policy_poll_seconds))
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await asyncio.to_thread(writer.stop)
+            engine.dispose()
+
+    app = FastAPI(
+        title="Accord",
+        version="0.1.0",
+        summary="Policy decisions for multi-agency information sharing, with a durable audit",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    install_problem_handlers(app)
+    for router in (ops_router, decisions_router, register_router, agreements_router, audit_router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app

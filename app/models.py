@@ -1,0 +1,134 @@
+"""Accord's tables. The schema is created and changed only by Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+SequenceNumber = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}
+
+
+class PolicyState(Base):
+    """One row: the policy revision, bumped by every agreement or register change."""
+
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime]
+
+
+class AgreementVersion(Base):
+    """An immutable version of an agreement document; the highest version is current."""
+
+    __tablename__ = "agreement_versions"
+
+    agreement_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class RegisterEntry(Base):
+    """A restriction or consent the data controller recorded about one person."""
+
+    __tablename__ = "register_entries"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # sealed | objection | consent
+    recipients: Mapped[list[str] | None] = mapped_column(JSON)
+    fields: Mapped[list[str] | None] = mapped_column(JSON)
+    purposes: Mapped[list[str] | None] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    until: Mapped[datetime | None]
+    recorded_by: Mapped[str] = mapped_column(String(128))
+    recorded_at: Mapped[datetime]
+    removed_by: Mapped[str | None] = mapped_column(String(128))
+    removed_at: Mapped[datetime | None]
+
+
+class AuditDecision(Base):
+    """One field decision, written before its answer is sent."""
+
+    __tablename__ = "audit_decisions"
+    __table_args__ = (
+        Index("ix_audit_decisions_person_seq", "person_id", "seq"),
+        Index("ix_audit_decisions_requester_seq", "requester", "seq"),
+        Index("ix_audit_decisions_holder_seq", "holder", "seq"),
+        Index("ix_audit_decisions_decided_at", "decided_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(SequenceNumber, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(String(36), unique=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime]
+    client: Mapped[str] = mapped_column(String(128))
+    requester: Mapped[str] = mapped_column(String(128))
+    holder: Mapped[str] = mapped_column(String(128))
+    person_id: Mapped[str] = mapped_column(String(128))
+    field: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(40))
+    agreement_id: Mapped[str | None] = mapped_column(String(128))
+    agreement_version: Mapped[int | None] = mapped_column(Integer)
+    restriction_id: Mapped[str | None] = mapped_column(String(128))
+    consent_id: Mapped[str | None] = mapped_column(String(128))
+    break_glass: Mapped[bool] = mapped_column(Boolean)
+    justification: Mapped[str | None] = mapped_column(Text)
+    user_ref: Mapped[str | None] = mapped_column(String(128))
+    case_ref: Mapped[str | None] = mapped_column(String(128))
+    policy_revision: Mapped[int] = mapped_column(Integer)

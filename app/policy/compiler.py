@@ -1,0 +1,312 @@
+"""Compile agreements and the person register into Casbin policy lines.
+
+Agency groups and the purpose and field trees are expanded here, so the
+Casbin matcher only compares names. Lines are indexed two ways so that an
+evaluation hands Casbin a few candidate lines, not the whole policy:
+agreement lines by (requester, holder, field, purpose), register lines by
+person. Within a candidate list lines are ordered by stage, and the model's
+`priority` effect lets the first matching line decide:
+
+  sealed > break-glass over an objection > objection > grant > break-glass
+
+Consent-based grants are joined with each person's consents here, so a
+consent becomes a person-specific grant line valid until the consent lapses.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import IntEnum
+from itertools import product
+
+from app.policy.agreements import Agreement, Grant, Obligation
+from app.policy.enforcer import CandidateEnforcer, PolicyLine
+from app.policy.register import PersonRegister, Restriction, Scope
+from app.policy.vocabulary import Vocabulary
+
+ANY = "*"
+FOREVER = "9999-12-31"
+
+
+class Stage(IntEnum):
+    """Order in which candidate lines are tried; the first match decides."""
+
+    SEALED = 1
+    BREAK_GLASS_OVER_OBJECTION = 2
+    OBJECTION = 3
+    GRANT = 4
+    BREAK_GLASS = 5
+
+
+STAGE_NAMES = {
+    Stage.SEALED: "sealed",
+    Stage.BREAK_GLASS_OVER_OBJECTION: "break-glass-over-objection",
+    Stage.OBJECTION: "objection",
+    Stage.GRANT: "grant",
+    Stage.BREAK_GLASS: "break-glass",
+}
+
+
+@dataclass(frozen=True)
+class LineSource:
+    """What a policy line was compiled from, so a decision can name it."""
+
+    stage: Stage
+    agreement_id: str | None = None
+    agreement_version: int | None = None
+    obligations: tuple[Obligation, ...] = ()
+    restriction_id: str | None = None
+    consent_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.restriction_id:
+            return f"restriction:{self.restriction_id}"
+        text = f"{self.agreement_id}@{self.agreement_version}:{STAGE_NAMES[self.stage]}"
+        if self.consent_id:
+            text += f"+consent:{self.consent_id}"
+        return text
+
+
+@dataclass
+class CompiledPolicy:
+    """Everything an evaluation needs, built once per policy revision."""
+
+    revision: int
+    vocabulary: Vocabulary
+    agreements: Mapping[str, Agreement]
+    register: Mapping[str, PersonRegister]
+    enforcer: CandidateEnforcer
+    agreement_lines: dict[tuple[str, str, str, str], list[PolicyLine]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    person_lines: dict[str, list[PolicyLine]] = field(default_factory=lambda: defaultdict(list))
+    sources: dict[str, LineSource] = field(default_factory=dict)
+    agreements_by_pair: dict[tuple[str, str], list[Agreement]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def all_lines(self) -> list[PolicyLine]:
+        lines = [line for group in self.person_lines.values() for line in group]
+        lines += [line for group in self.agreement_lines.values() for line in group]
+        return sorted(lines)
+
+    def candidates(self, *, requester: str, holder: str, person: str, field_name: str,
+                   purpose: str) -> list[PolicyLine]:
+        """The only lines that can match this request, in stage order."""
+        lines = self.person_lines.get(person, []) + self.agreement_lines.get(
+            (requester, holder, field_name, purpose), []
+        )
+        lines.sort(key=lambda line: line[0])
+        return lines
+
+    @property
+    def line_count(self) -> int:
+        return sum(map(len, self.person_lines.values())) + sum(
+            map(len, self.agreement_lines.values())
+        )
+
+
+def _timestamp(moment: datetime | date | None) -> str:
+    if moment is None:
+        return FOREVER
+    if isinstance(moment, datetime):
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.isoformat()
+
+
+def _descendants(tree_names: Iterable[str], descendants: Mapping[str, frozenset[str]]) -> set[str]:
+    return set().union(*(descendants[name] for name in tree_names))
+
+
+def _within(names: set[str], limit: frozenset[str] | None) -> set[str]:
+    return names if limit is None else names & limit
+
+
+class _Builder:
+    def __init__(self, policy: CompiledPolicy) -> None:
+        self.policy = policy
+        self.vocabulary = policy.vocabulary
+
+    def source(self, source: LineSource) -> str:
+        self.policy.sources.setdefault(source.key, source)
+        return source.key
+
+    def line(self, *, stage: Stage, requester: str, holder: str, person: str, field_name: str,
+             purpose: str, min_age: int | None, max_age: int | None, emergency: str,
+             valid_from: str, valid_until: str, source: str, effect: str) -> PolicyLine:
+        return (
+            str(int(stage)), requester, holder, person, field_name, purpose,
+            "" if min_age is None else f"{min_age:03d}",
+            "" if max_age is None else f"{max_age:03d}",
+            emergency, valid_from, valid_until, source, effect,
+        )  # fmt: skip
+
+    def agreement(self, agreement: Agreement) -> None:
+        requesters = self.vocabulary.expand_agencies(agreement.recipients)
+        holders = self.vocabulary.expand_agencies(agreement.providers)
+        for pair in product(requesters, holders):
+            self.policy.agreements_by_pair[pair].append(agreement)
+        if agreement.status != "active":
+            return  # drafts, suspended and revoked agreements permit nothing
+        window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
+        for grant in agreement.grants:
+            if grant.requires_consent:
+                continue  # compiled per person, joined with consents
+            source = self.source(LineSource(
+                Stage.GRANT, agreement.id, agreement.version, grant.obligations
+            ))  # fmt: skip
+            for requester, holder, field_name, purpose in product(
+                requesters, holders, self._fields(grant.fields), self._purposes(grant.purposes)
+            ):
+                self.policy.agreement_lines[(requester, holder, field_name, purpose)].append(
+                    self.line(
+                        stage=Stage.GRANT, requester=requester, holder=holder, person=ANY,
+                        field_name=field_name, purpose=purpose, min_age=grant.subject.min_age,
+                        max_age=grant.subject.max_age, emergency=ANY, valid_from=window[0],
+                        valid_until=window[1], source=source, effect="allow",
+                    )
+                )  # fmt: skip
+        if agreement.break_glass:
+            source = self.source(LineSource(Stage.BREAK_GLASS, agreement.id, agreement.version))
+            for requester, holder, field_name, purpose in product(
+                requesters,
+                holders,
+                self._fields(agreement.break_glass.fields),
+                self._purposes(agreement.break_glass.purposes),
+            ):
+                self.policy.agreement_lines[(requester, holder, field_name, purpose)].append(
+                    self.line(
+                        stage=Stage.BREAK_GLASS, requester=requester, holder=holder, person=ANY,
+                        field_name=field_name, purpose=purpose, min_age=None, max_age=None,
+                        emergency="yes", valid_from=window[0], valid_until=window[1],
+                        source=source, effect="allow",
+                    )
+                )  # fmt: skip
+
+    def restriction(self, restriction: Restriction) -> None:
+        stage = Stage.SEALED if restriction.kind == "sealed" else Stage.OBJECTION
+        source = self.source(LineSource(stage, restriction_id=restriction.id))
+        scope = restriction.scope
+        requesters = scope.requesters(self.vocabulary) or {ANY}
+        fields = scope.field_names(self.vocabulary) or {ANY}
+        purposes = scope.purpose_names(self.vocabulary) or {ANY}
+        lines = self.policy.person_lines[restriction.person_id]
+        for requester, field_name, purpose in product(requesters, fields, purposes):
+            lines.append(self.line(
+                stage=stage, requester=requester, holder=ANY, person=restriction.person_id,
+                field_name=field_name, purpose=purpose, min_age=None, max_age=None,
+                emergency=ANY, valid_from=_timestamp(restriction.recorded_at),
+                valid_until=_timestamp(restriction.until), source=source, effect="deny",
+            ))  # fmt: skip
+        if restriction.kind == "objection":
+            self._break_glass_over(restriction)
+
+    def _break_glass_over(self, objection: Restriction) -> None:
+        """Emergency access that an agreement's break-glass block allows despite an objection."""
+        for agreement in self.policy.agreements.values():
+            if agreement.status != "active" or agreement.break_glass is None:
+                continue
+            source = self.source(LineSource(
+                Stage.BREAK_GLASS_OVER_OBJECTION, agreement.id, agreement.version
+            ))  # fmt: skip
+            requesters = _within(
+                set(self.vocabulary.expand_agencies(agreement.recipients)),
+                objection.scope.requesters(self.vocabulary),
+            )
+            fields = _within(
+                self._fields(agreement.break_glass.fields),
+                objection.scope.field_names(self.vocabulary),
+            )
+            purposes = _within(
+                self._purposes(agreement.break_glass.purposes),
+                objection.scope.purpose_names(self.vocabulary),
+            )
+            holders = self.vocabulary.expand_agencies(agreement.providers)
+            lines = self.policy.person_lines[objection.person_id]
+            for requester, holder, field_name, purpose in product(
+                requesters, holders, fields, purposes
+            ):
+                lines.append(self.line(
+                    stage=Stage.BREAK_GLASS_OVER_OBJECTION, requester=requester, holder=holder,
+                    person=objection.person_id, field_name=field_name, purpose=purpose,
+                    min_age=None, max_age=None, emergency="yes",
+                    valid_from=_timestamp(agreement.valid_from),
+                    valid_until=_timestamp(agreement.valid_until), source=source,
+                    effect="allow",
+                ))  # fmt: skip
+
+    def consents(self, person_id: str, register: PersonRegister) -> None:
+        """Join each consent of a person with the consent-based grants it satisfies."""
+        for consent in register.consents:
+            for agreement in self.policy.agreements.values():
+                if agreement.status != "active":
+                    continue
+                for grant in agreement.grants:
+                    if grant.requires_consent:
+                        self._consented_grant(person_id, agreement, grant, consent.scope,
+                                              consent.id, consent.recorded_at, consent.until)
+
+    def _consented_grant(self, person_id: str, agreement: Agreement, grant: Grant, scope: Scope,
+                         consent_id: str, given: datetime, until: datetime | None) -> None:
+        requesters = _within(
+            set(self.vocabulary.expand_agencies(agreement.recipients)),
+            scope.requesters(self.vocabulary),
+        )
+        fields = _within(self._fields(grant.fields), scope.field_names(self.vocabulary))
+        purposes = _within(self._purposes(grant.purposes), scope.purpose_names(self.vocabulary))
+        holders = self.vocabulary.expand_agencies(agreement.providers)
+        valid_from = max(_timestamp(agreement.valid_from), _timestamp(given))
+        valid_until = min(_timestamp(agreement.valid_until), _timestamp(until))
+        source = self.source(LineSource(
+            Stage.GRANT, agreement.id, agreement.version, grant.obligations, consent_id=consent_id
+        ))  # fmt: skip
+        lines = self.policy.person_lines[person_id]
+        for requester, holder, field_name, purpose in product(requesters, holders, fields,
+                                                              purposes):
+            lines.append(self.line(
+                stage=Stage.GRANT, requester=requester, holder=holder, person=person_id,
+                field_name=field_name, purpose=purpose, min_age=grant.subject.min_age,
+                max_age=grant.subject.max_age, emergency=ANY, valid_from=valid_from,
+                valid_until=valid_until, source=source, effect="allow",
+            ))  # fmt: skip
+
+    def _fields(self, names: Iterable[str]) -> set[str]:
+        return _descendants(names, self.vocabulary.fields.descendants)
+
+    def _purposes(self, names: Iterable[str]) -> set[str]:
+        return _descendants(names, self.vocabulary.purposes.descendants)
+
+
+def compile_policy(
+    *,
+    revision: int,
+    vocabulary: Vocabulary,
+    agreements: Iterable[Agreement],
+    register: Mapping[str, PersonRegister],
+    model_text: str,
+) -> CompiledPolicy:
+    """Agreements + register + vocabulary -> indexed Casbin policy lines for one revision."""
+    by_id = {agreement.id: agreement for agreement in agreements}
+    policy = CompiledPolicy(
+        revision=revision,
+        vocabulary=vocabulary,
+        agreements=by_id,
+        register=dict(register),
+        enforcer=CandidateEnforcer(model_text),
+    )
+    build = _Builder(policy)
+    for agreement in by_id.values():
+        build.agreement(agreement)
+    for person_id, entries in policy.register.items():
+        for restriction in entries.restrictions:
+            build.restriction(restriction)
+        build.consents(person_id, entries)
+    for lines in policy.person_lines.values():
+        lines.sort(key=lambda line: line[0])
+    for lines in policy.agreement_lines.values():
+        lines.sort(key=lambda line: line[0])
+    return policy

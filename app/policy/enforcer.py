@@ -1,0 +1,68 @@
+"""Casbin as the evaluator: enforce one request over its candidate lines.
+
+pycasbin scans every line of a policy on each call, so Accord keeps one
+enforcer per compiled policy and hands it only the candidate lines that the
+compiler's index picked for the request. Swapping the line list mutates the
+enforcer, and pycasbin is not thread-safe (CPython issue 106905), hence the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import casbin
+from casbin.persist.adapter import Adapter
+
+PolicyLine = tuple[str, ...]
+POLICY_TOKENS = (
+    "stage", "requester", "holder", "person", "field", "purpose", "min_age", "max_age",
+    "emergency", "valid_from", "valid_until", "source", "eft",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CasbinRequest:
+    requester: str
+    holder: str
+    person: str
+    field: str
+    purpose: str
+    age: str
+    emergency: str
+    now: str
+
+
+class _NoPolicyAdapter(Adapter):  # type: ignore[misc]
+    """Lines are given per call; there is nothing to load or save."""
+
+    def load_policy(self, model: object) -> None:
+        return None
+
+
+class CandidateEnforcer:
+    def __init__(self, model_text: str) -> None:
+        self.model_text = model_text
+        model = casbin.Enforcer.new_model(text=model_text)
+        tokens = tuple(model["p"]["p"].tokens)
+        expected = tuple(f"p_{name}" for name in POLICY_TOKENS)
+        if tokens != expected:
+            raise ValueError(f"model.conf policy_definition must be {POLICY_TOKENS}")
+        self._enforcer = casbin.Enforcer(model, _NoPolicyAdapter())
+        self._policy = self._enforcer.get_model()["p"]["p"]
+        self._lock = threading.Lock()
+
+    def enforce(
+        self, lines: list[PolicyLine], request: CasbinRequest
+    ) -> tuple[bool, PolicyLine | None]:
+        """Casbin's answer and the line that decided it (None when no line matched)."""
+        with self._lock:
+            self._policy.policy = lines
+            try:
+                allowed, explain = self._enforcer.enforce_ex(
+                    request.requester, request.holder, request.person, request.field,
+                    request.purpose, request.age, request.emergency, request.now,
+                )  # fmt: skip
+            finally:
+                self._policy.policy = []
+        return bool(allowed), (tuple(explain) if explain else None)

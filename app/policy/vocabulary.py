@@ -1,0 +1,132 @@
+"""The partnership's vocabulary: agencies (with groups), purposes and fields.
+
+Purposes and fields are trees of dotted names: a name's parent is the name
+before its last dot. A grant for a node covers the node and its descendants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FieldClass = Literal["personal", "special-category", "criminal-offence"]
+FIELD_CLASSES: tuple[FieldClass, ...] = ("personal", "special-category", "criminal-offence")
+
+
+class VocabularyError(ValueError):
+    """The vocabulary document is malformed."""
+
+
+@dataclass(frozen=True)
+class Agency:
+    id: str
+    name: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A tree of dotted names with precomputed descendants."""
+
+    names: tuple[str, ...]
+    descendants: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, names: Iterable[str], catalogue: str) -> Tree:
+        ordered = tuple(names)
+        known = set(ordered)
+        if len(known) != len(ordered):
+            raise VocabularyError(f"{catalogue}: duplicate names")
+        below: dict[str, set[str]] = {name: {name} for name in ordered}
+        for name in ordered:
+            parent = name.rpartition(".")[0]
+            if parent and parent not in known:
+                raise VocabularyError(f"{catalogue}: '{name}' has no parent '{parent}'")
+            while parent:
+                below[parent].add(name)
+                parent = parent.rpartition(".")[0]
+        return cls(ordered, {name: frozenset(sub) for name, sub in below.items()})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.descendants
+
+    def covers(self, granted: str, asked: str) -> bool:
+        """True when a grant of `granted` covers `asked` (itself or a descendant)."""
+        return asked in self.descendants.get(granted, ())
+
+    def leaves(self) -> tuple[str, ...]:
+        return tuple(name for name in self.names if len(self.descendants[name]) == 1)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    agencies: Mapping[str, Agency]
+    purposes: Tree
+    fields: Tree
+    field_classes: Mapping[str, FieldClass]
+    groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def expand_agencies(self, names: Iterable[str]) -> frozenset[str]:
+        """Agency ids named directly or through one of their groups."""
+        found: set[str] = set()
+        for name in names:
+            if name in self.agencies:
+                found.add(name)
+            else:
+                found |= self.groups.get(name, frozenset())
+        return frozenset(found)
+
+    def is_agency_or_group(self, name: str) -> bool:
+        return name in self.agencies or name in self.groups
+
+    def classes_within(self, field_name: str) -> frozenset[FieldClass]:
+        """Classes of a field and of every field under it."""
+        return frozenset(self.field_classes[name] for name in self.fields.descendants[field_name])
+
+
+def parse_vocabulary(document: Mapping[str, Any]) -> Vocabulary:
+    """Build a Vocabulary from its YAML document, refusing anything malformed."""
+    try:
+        agencies = {
+            str(entry["id"]): Agency(
+                id=str(entry["id"]),
+                name=str(entry.get("name", entry["id"])),
+                groups=tuple(str(g) for g in entry.get("groups", [])),
+            )
+            for entry in document["agencies"]
+        }
+        purposes = Tree.of((str(entry["id"]) for entry in document["purposes"]), "purposes")
+        field_entries = list(document["fields"])
+        fields = Tree.of((str(entry["id"]) for entry in field_entries), "fields")
+    except (KeyError, TypeError) as exc:
+        raise VocabularyError(f"vocabulary: missing or malformed entry ({exc})") from exc
+
+    groups: dict[str, set[str]] = {}
+    for agency in agencies.values():
+        for group in agency.groups:
+            if group in agencies:
+                raise VocabularyError(f"agencies: group '{group}' is also an agency id")
+            groups.setdefault(group, set()).add(agency.id)
+
+    declared = {str(entry["id"]): entry.get("class") for entry in field_entries}
+    classes: dict[str, FieldClass] = {}
+    for name in sorted(fields.names, key=lambda n: n.count(".")):  # parents first
+        own = declared[name]
+        parent = name.rpartition(".")[0]
+        if own is None:
+            if not parent:
+                raise VocabularyError(f"fields: top-level field '{name}' needs a class")
+            classes[name] = classes[parent]
+        elif own in FIELD_CLASSES:
+            classes[name] = own
+        else:
+            raise VocabularyError(f"fields: '{name}' has unknown class '{own}'")
+
+    return Vocabulary(
+        agencies=agencies,
+        purposes=purposes,
+        fields=fields,
+        field_classes=classes,
+        groups={group: frozenset(members) for group, members in groups.items()},
+    )

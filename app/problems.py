@@ -1,0 +1,107 @@
+"""Every error leaves as application/problem+json (RFC 9457) naming the bad part."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from app.audit.writer import AuditUnavailable
+from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, PolicyUnavailable
+
+log = structlog.get_logger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class InvalidParam(BaseModel):
+    name: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    invalid_params: list[InvalidParam] | None = None
+
+
+def problem_response(
+    status: int, title: str, detail: str, invalid_params: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
+                            "detail": detail}  # fmt: skip
+    if invalid_params:
+        body["invalid_params"] = invalid_params
+    return Response(
+        orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text or "body"
+
+
+async def _validation(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    params = []
+    for error in exc.errors():
+        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        params.append({"name": _location(tuple(error.get("loc", ()))), "reason": message})
+    detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
+    return problem_response(422, "Invalid request", detail, params)
+
+
+async def _invalid(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidRequest)
+    return problem_response(
+        422, "Invalid request", str(exc), [{"name": exc.location, "reason": exc.message}]
+    )
+
+
+async def _http(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return problem_response(
+        exc.status_code, str(exc.detail), str(exc.detail), headers=dict(exc.headers or {})
+    )
+
+
+def _simple(status: int, title: str) -> Any:
+    async def handler(_: Request, exc: Exception) -> Response:
+        if status >= 500:
+            log.error(title, error=str(exc))
+        return problem_response(status, title, str(exc) or title)
+
+    return handler
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", error_type=type(exc).__name__)
+    return problem_response(500, "Internal error", "the service failed; nothing was decided")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(InvalidRequest, _invalid)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(NotFound, _simple(404, "Not found"))
+    app.add_exception_handler(Conflict, _simple(409, "Conflict"))
+    app.add_exception_handler(Forbidden, _simple(403, "Forbidden"))
+    app.add_exception_handler(
+        AuditUnavailable, _simple(503, "Audit unavailable: no decision was made")
+    )
+    app.add_exception_handler(PolicyUnavailable, _simple(503, "Policy unavailable"))
+    app.add_exception_handler(Exception, _unexpected)

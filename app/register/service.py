@@ -1,0 +1,107 @@
+"""The person register: record, list and remove restrictions and consents."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.models import RegisterEntry
+from app.policy.register import Consent, PersonRegister, Restriction, Scope
+from app.policy.vocabulary import Vocabulary
+from app.policy_state import bump_revision
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    id: str | None
+    person_id: str
+    kind: str  # sealed | objection | consent
+    recipients: list[str] | None
+    fields: list[str] | None
+    purposes: list[str] | None
+    reason: str
+    until: datetime | None
+
+
+def _check_names(entry: NewEntry, vocabulary: Vocabulary) -> None:
+    checks = (
+        ("recipients", entry.recipients, vocabulary.is_agency_or_group, "agency or group"),
+        ("fields", entry.fields, vocabulary.fields.__contains__, "field"),
+        ("purposes", entry.purposes, vocabulary.purposes.__contains__, "purpose"),
+    )
+    for location, names, known, kind in checks:
+        for index, name in enumerate(names or []):
+            if not known(name):
+                raise InvalidRequest(f"{location}[{index}]", f"unknown {kind} '{name}'")
+    if entry.kind == "sealed" and entry.fields is None:
+        raise InvalidRequest("fields", "a sealed restriction must name the fields it seals")
+
+
+def add_entry(
+    session: Session, *, entry: NewEntry, vocabulary: Vocabulary, actor: str
+) -> RegisterEntry:
+    """Record a restriction or consent and bump the policy revision."""
+    _check_names(entry, vocabulary)
+    entry_id = entry.id or f"{entry.kind}-{uuid.uuid4()}"
+    if session.get(RegisterEntry, entry_id) is not None:
+        raise Conflict(f"register entry '{entry_id}' exists already")
+    row = RegisterEntry(
+        id=entry_id, person_id=entry.person_id, kind=entry.kind, recipients=entry.recipients,
+        fields=entry.fields, purposes=entry.purposes, reason=entry.reason, until=entry.until,
+        recorded_by=actor, recorded_at=datetime.now(UTC),
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    bump_revision(session)
+    return row
+
+
+def list_entries(session: Session, *, person_id: str, include_removed: bool) -> list[RegisterEntry]:
+    query = select(RegisterEntry).where(RegisterEntry.person_id == person_id)
+    if not include_removed:
+        query = query.where(RegisterEntry.removed_at.is_(None))
+    return list(session.scalars(query.order_by(RegisterEntry.recorded_at, RegisterEntry.id)))
+
+
+def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntry:
+    """Mark an entry removed (kept for the record) and bump the policy revision."""
+    row = session.get(RegisterEntry, entry_id)
+    if row is None:
+        raise NotFound(f"no register entry '{entry_id}'")
+    if row.removed_at is not None:
+        raise Conflict(f"register entry '{entry_id}' was removed already")
+    row.removed_at = datetime.now(UTC)
+    row.removed_by = actor
+    session.flush()
+    bump_revision(session)
+    return row
+
+
+def load_register(session: Session) -> dict[str, PersonRegister]:
+    """Every live entry, by person, for the compiler."""
+    restrictions: dict[str, list[Restriction]] = defaultdict(list)
+    consents: dict[str, list[Consent]] = defaultdict(list)
+    for row in session.scalars(select(RegisterEntry).where(RegisterEntry.removed_at.is_(None))):
+        scope = Scope(
+            recipients=tuple(row.recipients) if row.recipients is not None else None,
+            fields=tuple(row.fields) if row.fields is not None else None,
+            purposes=tuple(row.purposes) if row.purposes is not None else None,
+        )
+        if row.kind == "consent":
+            consents[row.person_id].append(
+                Consent(row.id, row.person_id, scope, row.recorded_at, row.until)
+            )
+        elif row.kind in ("sealed", "objection"):
+            restrictions[row.person_id].append(
+                Restriction(row.id, row.person_id, row.kind, scope, row.recorded_at, row.until)  # type: ignore[arg-type]
+            )
+    return {
+        person: PersonRegister(tuple(restrictions[person]), tuple(consents[person]))
+        for person in sorted(set(restrictions) | set(consents))
+    }

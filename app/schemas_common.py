@@ -1,0 +1,19 @@
+"""Constrained types shared by every API schema: names, ids and bounded strings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+VocabularyName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$", max_length=128)
+]
+PersonId = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$", max_length=128)
+]
+EntryId = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", max_length=128)
+]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
