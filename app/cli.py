@@ -60,9 +60,11 @@ def _import(args: argparse.Namespace) -> int:
     try:
         with Session(engine) as session:
             results = import_agreements(
-                session, agreement_documents(Path(args.path)), vocabulary=vocabulary,
+                session,
+                agreement_documents(Path(args.path)),
+                vocabulary=vocabulary,
                 actor=args.actor,
-            )  # fmt: skip
+            )
             session.commit()
     except ImportRefused as exc:
         print(f"import refused, nothing stored:\n{exc}", file=sys.stderr)
@@ -95,6 +97,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(_: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from app.main import create_app
+
+    schema = json.loads(json.dumps(create_app().openapi()))
+    print(yaml.safe_dump(schema, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accord", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -108,9 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", required=True
     )
-    db.add_parser("upgrade", help="apply migrations up to the latest").set_defaults(
-        run=_db_upgrade
-    )
+    db.add_parser("upgrade", help="apply migrations up to the latest").set_defaults(run=_db_upgrade)
 
     agreements = commands.add_parser("agreements", help="agreement files").add_subparsers(
         dest="agreements_command", required=True
@@ -129,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     export = policy.add_parser("export", help="write Casbin model.conf and policy.csv")
     export.add_argument("--out", default="policy-export", help="folder to write into")
     export.set_defaults(run=_export)
+    commands.add_parser("openapi", help="print the served OpenAPI schema as YAML").set_defaults(
+        run=_openapi
+    )
     return parser
 
 

@@ -26,7 +26,9 @@ from app.register.service import load_register
 log = structlog.get_logger(__name__)
 
 
-def compile_from_database(engine: Engine, *, vocabulary_file: Path, model_file: Path) -> CompiledPolicy:
+def compile_from_database(
+    engine: Engine, *, vocabulary_file: Path, model_file: Path
+) -> CompiledPolicy:
     """Read agreements and register at one revision and compile them."""
     vocabulary = load_vocabulary(vocabulary_file)
     with Session(engine) as session, session.begin():
@@ -34,9 +36,12 @@ def compile_from_database(engine: Engine, *, vocabulary_file: Path, model_file: 
         agreements = current_agreements(session, vocabulary)
         register = load_register(session)
     return compile_policy(
-        revision=revision, vocabulary=vocabulary, agreements=agreements, register=register,
+        revision=revision,
+        vocabulary=vocabulary,
+        agreements=agreements,
+        register=register,
         model_text=model_file.read_text(encoding="utf-8"),
-    )  # fmt: skip
+    )
 
 
 class LivePolicy:

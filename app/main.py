@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -20,7 +21,7 @@ from app.live_policy import LivePolicy
 from app.log_setup import configure_logging
 from app.middleware import BodyLimit, RequestContext
 from app.ops import router as ops_router
-from app.problems import install_problem_handlers
+from app.problems import document_problems, install_problem_handlers
 from app.register.router import router as register_router
 
 log = structlog.get_logger(__name__)
@@ -74,5 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (ops_router, decisions_router, register_router, agreements_router, audit_router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestContext)
     return app

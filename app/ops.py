@@ -29,7 +29,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Problem}})  # type: ignore[arg-type]
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Problem}})
 async def readyz(request: Request) -> Readiness | Response:
     """Ready to decide: the database answers and a policy is loaded."""
     engine = request.app.state.engine

@@ -22,4 +22,6 @@ def bump_revision(session: Session) -> int:
 
 
 def read_revision(connection: Connection | Session) -> int:
-    return int(connection.execute(select(PolicyState.revision).where(PolicyState.id == 1)).scalar_one())
+    return int(
+        connection.execute(select(PolicyState.revision).where(PolicyState.id == 1)).scalar_one()
+    )

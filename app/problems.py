@@ -35,11 +35,18 @@ class Problem(BaseModel):
 
 
 def problem_response(
-    status: int, title: str, detail: str, invalid_params: list[dict[str, str]] | None = None,
+    status: int,
+    title: str,
+    detail: str,
+    invalid_params: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "detail": detail}  # fmt: skip
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if invalid_params:
         body["invalid_params"] = invalid_params
     return Response(
@@ -105,3 +112,24 @@ def install_problem_handlers(app: FastAPI) -> None:
     )
     app.add_exception_handler(PolicyUnavailable, _simple(503, "Policy unavailable"))
     app.add_exception_handler(Exception, _unexpected)
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe every error response as the problem+json body it really is.
+
+    FastAPI documents errors as application/json, and 422 as its own
+    validation shape; Accord answers every error with `Problem`.
+    """
+    problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if int(status) >= 400:
+                    response["content"] = problem_content
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(problem_schema.pop("$defs", {}))
+    components["Problem"] = problem_schema
+    return schema

@@ -34,7 +34,7 @@ def list_agreements(session: DbSession, caller: CurrentCaller) -> list[Agreement
     return [AgreementVersionOut.model_validate(row) for row in service.current_versions(session)]
 
 
-@router.get("/{agreement_id}", responses={404: {"model": Problem}})  # type: ignore[arg-type]
+@router.get("/{agreement_id}", responses={404: {"model": Problem}})
 def get_agreement(
     session: DbSession, caller: CurrentCaller, agreement_id: Annotated[VocabularyName, Path()]
 ) -> AgreementVersionOut:

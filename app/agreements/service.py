@@ -75,9 +75,11 @@ def current_agreements(session: Session, vocabulary: Vocabulary) -> list[Agreeme
     """The current version of every agreement, validated against the vocabulary."""
     return [
         parse_agreement(
-            row.document, vocabulary, version=row.version,
+            row.document,
+            vocabulary,
+            version=row.version,
             source=f"{row.agreement_id} v{row.version}",
-        )  # fmt: skip
+        )
         for row in current_versions(session)
     ]
 
@@ -120,9 +122,14 @@ def import_agreements(
         version = 1 if previous is None else previous.version + 1
         session.add(
             AgreementVersion(
-                agreement_id=agreement.id, version=version, status=agreement.status,
-                document=document, content_sha256=digest, created_at=now, created_by=actor,
-            )  # fmt: skip
+                agreement_id=agreement.id,
+                version=version,
+                status=agreement.status,
+                document=document,
+                content_sha256=digest,
+                created_at=now,
+                created_by=actor,
+            )
         )
         results.append(ImportResult(agreement.id, version, changed=True))
     if any(result.changed for result in results):

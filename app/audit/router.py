@@ -48,7 +48,7 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
-@router.get("/decisions", responses={422: {"model": Problem}})  # type: ignore[arg-type]
+@router.get("/decisions", responses={422: {"model": Problem}})
 def search_decisions(
     session: DbSession,
     caller: CurrentCaller,
@@ -66,9 +66,14 @@ def search_decisions(
     rows, next_cursor = queries.search_decisions(
         session,
         where=queries.AuditFilter(
-            person_id=person, requester=requester, holder=holder, purpose=purpose,
-            decision=decision, decided_from=decided_from, decided_until=decided_until,
-        ),  # fmt: skip
+            person_id=person,
+            requester=requester,
+            holder=holder,
+            purpose=purpose,
+            decision=decision,
+            decided_from=decided_from,
+            decided_until=decided_until,
+        ),
         limit=limit,
         cursor=cursor,
     )
@@ -77,7 +82,7 @@ def search_decisions(
     )
 
 
-@router.get("/decisions/{decision_id}", responses={404: {"model": Problem}})  # type: ignore[arg-type]
+@router.get("/decisions/{decision_id}", responses={404: {"model": Problem}})
 def get_decision(
     session: DbSession,
     caller: CurrentCaller,

@@ -123,7 +123,9 @@ class AuditWriter:
                 )
             self.commits += 1
         except Exception as exc:  # any failure: no decision may be answered
-            log.error("audit commit failed", error=str(exc), rows=sum(len(p.records) for p in batch))
+            log.error(
+                "audit commit failed", error=str(exc), rows=sum(len(p.records) for p in batch)
+            )
             error = AuditUnavailable("audit store unavailable")
         for pending in batch:
             try:

@@ -140,7 +140,10 @@ def _explain_deny(
 
 
 def _stage_reached(
-    policy: CompiledPolicy, agreement: Agreement, question: Question, facts: PersonFacts,
+    policy: CompiledPolicy,
+    agreement: Agreement,
+    question: Question,
+    facts: PersonFacts,
     now: datetime,
 ) -> int:
     """How far one agreement between the parties got, as an index into DENY_STAGES."""
@@ -148,15 +151,17 @@ def _stage_reached(
         return 1
     vocabulary = policy.vocabulary
     for_purpose = [
-        grant for grant in agreement.grants
+        grant
+        for grant in agreement.grants
         if any(vocabulary.purposes.covers(p, question.purpose) for p in grant.purposes)
-    ]  # fmt: skip
+    ]
     if not for_purpose:
         return 2
     for_field = [
-        grant for grant in for_purpose
+        grant
+        for grant in for_purpose
         if any(vocabulary.fields.covers(f, question.field) for f in grant.fields)
-    ]  # fmt: skip
+    ]
     if not for_field:
         return 3
     if not any(grant.subject.holds(facts.age) for grant in for_field):

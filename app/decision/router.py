@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.auth import CurrentCaller
@@ -18,7 +20,8 @@ from app.deps import AppSettings, Live, RequestId, Writer
 from app.problems import Problem
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "Request body too large"},
     422: {"model": Problem, "description": "Invalid request, or a name not in the vocabulary"},
     503: {"model": Problem, "description": "No decision: the audit or policy is unavailable"},
 }
@@ -32,10 +35,13 @@ def _out(recorded: service.RecordedDecision, answer: service.Answer) -> Decision
         decision="permit" if decision.permit else "deny",
         reasons=[
             Reason(
-                code=decision.reason, message=decision.message,
-                agreement_id=decision.agreement_id, agreement_version=decision.agreement_version,
-                restriction_id=decision.restriction_id, consent_id=decision.consent_id,
-            )  # fmt: skip
+                code=decision.reason,
+                message=decision.message,
+                agreement_id=decision.agreement_id,
+                agreement_version=decision.agreement_version,
+                restriction_id=decision.restriction_id,
+                consent_id=decision.consent_id,
+            )
         ],
         obligations=[ObligationOut(field=o.field, mask=o.mask) for o in decision.obligations],
         break_glass=decision.break_glass,
@@ -44,29 +50,45 @@ def _out(recorded: service.RecordedDecision, answer: service.Answer) -> Decision
     )
 
 
-@router.post("", responses=ERRORS)  # type: ignore[arg-type]
+@router.post("", responses=ERRORS)
 async def decide(
-    body: DecisionRequest, caller: CurrentCaller, live: Live, writer: Writer,
-    settings: AppSettings, request_id: RequestId,
-) -> DecisionOut:  # fmt: skip
+    body: DecisionRequest,
+    caller: CurrentCaller,
+    live: Live,
+    writer: Writer,
+    settings: AppSettings,
+    request_id: RequestId,
+) -> DecisionOut:
     """May the requester see one field of this person for this purpose?"""
     answer = await service.decide(
-        body, caller=caller, request_id=request_id, live=live, writer=writer,
+        body,
+        caller=caller,
+        request_id=request_id,
+        live=live,
+        writer=writer,
         max_fields=settings.max_batch_fields,
-    )  # fmt: skip
+    )
     return _out(answer.decisions[0], answer)
 
 
-@router.post("/batch", responses=ERRORS)  # type: ignore[arg-type]
+@router.post("/batch", responses=ERRORS)
 async def decide_batch(
-    body: BatchDecisionRequest, caller: CurrentCaller, live: Live, writer: Writer,
-    settings: AppSettings, request_id: RequestId,
-) -> BatchDecisionOut:  # fmt: skip
+    body: BatchDecisionRequest,
+    caller: CurrentCaller,
+    live: Live,
+    writer: Writer,
+    settings: AppSettings,
+    request_id: RequestId,
+) -> BatchDecisionOut:
     """Decide many fields of one person in one call ("*": every leaf field)."""
     answer = await service.decide(
-        body, caller=caller, request_id=request_id, live=live, writer=writer,
+        body,
+        caller=caller,
+        request_id=request_id,
+        live=live,
+        writer=writer,
         max_fields=settings.max_batch_fields,
-    )  # fmt: skip
+    )
     decisions = [_out(recorded, answer) for recorded in answer.decisions]
     return BatchDecisionOut(
         decisions=decisions,

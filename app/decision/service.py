@@ -80,31 +80,44 @@ async def decide(
             decision=evaluate(
                 policy,
                 Question(
-                    requester=request.requester, holder=request.holder,
-                    person_id=request.subject.id, field=field, purpose=request.purpose,
+                    requester=request.requester,
+                    holder=request.holder,
+                    person_id=request.subject.id,
+                    field=field,
+                    purpose=request.purpose,
                     emergency=emergency,
-                ),  # fmt: skip
+                ),
                 facts,
                 now,
             ),
         )
         for field in fields
     ]
-    await writer.write([
-        AuditRecord(
-            decision_id=recorded.decision_id, request_id=request_id, decided_at=now,
-            client=caller.client_id, requester=request.requester, holder=request.holder,
-            person_id=request.subject.id, field=recorded.decision.field,
-            purpose=request.purpose,
-            decision="permit" if recorded.decision.permit else "deny",
-            reason=recorded.decision.reason, agreement_id=recorded.decision.agreement_id,
-            agreement_version=recorded.decision.agreement_version,
-            restriction_id=recorded.decision.restriction_id,
-            consent_id=recorded.decision.consent_id, break_glass=recorded.decision.break_glass,
-            justification=request.context.justification if emergency else None,
-            user_ref=request.context.user, case_ref=request.context.case_ref,
-            policy_revision=policy.revision,
-        )  # fmt: skip
-        for recorded in decisions
-    ])
+    await writer.write(
+        [
+            AuditRecord(
+                decision_id=recorded.decision_id,
+                request_id=request_id,
+                decided_at=now,
+                client=caller.client_id,
+                requester=request.requester,
+                holder=request.holder,
+                person_id=request.subject.id,
+                field=recorded.decision.field,
+                purpose=request.purpose,
+                decision="permit" if recorded.decision.permit else "deny",
+                reason=recorded.decision.reason,
+                agreement_id=recorded.decision.agreement_id,
+                agreement_version=recorded.decision.agreement_version,
+                restriction_id=recorded.decision.restriction_id,
+                consent_id=recorded.decision.consent_id,
+                break_glass=recorded.decision.break_glass,
+                justification=request.context.justification if emergency else None,
+                user_ref=request.context.user,
+                case_ref=request.context.case_ref,
+                policy_revision=policy.revision,
+            )
+            for recorded in decisions
+        ]
+    )
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)

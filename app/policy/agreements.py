@@ -171,9 +171,18 @@ def parse_agreement(
         raise AgreementInvalid(source, [Problem("", "an agreement must be a mapping")])
     read = _Reader(vocabulary)
     known_keys = {
-        "id", "title", "status", "valid_from", "valid_until", "review_by", "providers",
-        "recipients", "lawful_basis", "grants", "break_glass",
-    }  # fmt: skip
+        "id",
+        "title",
+        "status",
+        "valid_from",
+        "valid_until",
+        "review_by",
+        "providers",
+        "recipients",
+        "lawful_basis",
+        "grants",
+        "break_glass",
+    }
     for key in document:
         if key not in known_keys:
             read.fail(str(key), "is not a field of an agreement")
@@ -236,9 +245,7 @@ def parse_agreement(
             named = read.names([raw_obligation.get("field")], f"{o_where}.field", "fields")
             if named:
                 obligations.append(Obligation(field=named[0], mask=raw_obligation["mask"]))
-        grants.append(
-            Grant(purposes, fields, subject, requires_consent, tuple(obligations))
-        )
+        grants.append(Grant(purposes, fields, subject, requires_consent, tuple(obligations)))
 
     break_glass: BreakGlass | None = None
     raw_bg = document.get("break_glass")

@@ -94,8 +94,9 @@ class CompiledPolicy:
         lines += [line for group in self.agreement_lines.values() for line in group]
         return sorted(lines)
 
-    def candidates(self, *, requester: str, holder: str, person: str, field_name: str,
-                   purpose: str) -> list[PolicyLine]:
+    def candidates(
+        self, *, requester: str, holder: str, person: str, field_name: str, purpose: str
+    ) -> list[PolicyLine]:
         """The only lines that can match this request, in stage order."""
         lines = self.person_lines.get(person, []) + self.agreement_lines.get(
             (requester, holder, field_name, purpose), []
@@ -135,15 +136,38 @@ class _Builder:
         self.policy.sources.setdefault(source.key, source)
         return source.key
 
-    def line(self, *, stage: Stage, requester: str, holder: str, person: str, field_name: str,
-             purpose: str, min_age: int | None, max_age: int | None, emergency: str,
-             valid_from: str, valid_until: str, source: str, effect: str) -> PolicyLine:
+    def line(
+        self,
+        *,
+        stage: Stage,
+        requester: str,
+        holder: str,
+        person: str,
+        field_name: str,
+        purpose: str,
+        min_age: int | None,
+        max_age: int | None,
+        emergency: str,
+        valid_from: str,
+        valid_until: str,
+        source: str,
+        effect: str,
+    ) -> PolicyLine:
         return (
-            str(int(stage)), requester, holder, person, field_name, purpose,
+            str(int(stage)),
+            requester,
+            holder,
+            person,
+            field_name,
+            purpose,
             "" if min_age is None else f"{min_age:03d}",
             "" if max_age is None else f"{max_age:03d}",
-            emergency, valid_from, valid_until, source, effect,
-        )  # fmt: skip
+            emergency,
+            valid_from,
+            valid_until,
+            source,
+            effect,
+        )
 
     def agreement(self, agreement: Agreement) -> None:
         requesters = self.vocabulary.expand_agencies(agreement.recipients)
@@ -156,20 +180,29 @@ class _Builder:
         for grant in agreement.grants:
             if grant.requires_consent:
                 continue  # compiled per person, joined with consents
-            source = self.source(LineSource(
-                Stage.GRANT, agreement.id, agreement.version, grant.obligations
-            ))  # fmt: skip
+            source = self.source(
+                LineSource(Stage.GRANT, agreement.id, agreement.version, grant.obligations)
+            )
             for requester, holder, field_name, purpose in product(
                 requesters, holders, self._fields(grant.fields), self._purposes(grant.purposes)
             ):
                 self.policy.agreement_lines[(requester, holder, field_name, purpose)].append(
                     self.line(
-                        stage=Stage.GRANT, requester=requester, holder=holder, person=ANY,
-                        field_name=field_name, purpose=purpose, min_age=grant.subject.min_age,
-                        max_age=grant.subject.max_age, emergency=ANY, valid_from=window[0],
-                        valid_until=window[1], source=source, effect="allow",
+                        stage=Stage.GRANT,
+                        requester=requester,
+                        holder=holder,
+                        person=ANY,
+                        field_name=field_name,
+                        purpose=purpose,
+                        min_age=grant.subject.min_age,
+                        max_age=grant.subject.max_age,
+                        emergency=ANY,
+                        valid_from=window[0],
+                        valid_until=window[1],
+                        source=source,
+                        effect="allow",
                     )
-                )  # fmt: skip
+                )
         if agreement.break_glass:
             source = self.source(LineSource(Stage.BREAK_GLASS, agreement.id, agreement.version))
             for requester, holder, field_name, purpose in product(
@@ -180,12 +213,21 @@ class _Builder:
             ):
                 self.policy.agreement_lines[(requester, holder, field_name, purpose)].append(
                     self.line(
-                        stage=Stage.BREAK_GLASS, requester=requester, holder=holder, person=ANY,
-                        field_name=field_name, purpose=purpose, min_age=None, max_age=None,
-                        emergency="yes", valid_from=window[0], valid_until=window[1],
-                        source=source, effect="allow",
+                        stage=Stage.BREAK_GLASS,
+                        requester=requester,
+                        holder=holder,
+                        person=ANY,
+                        field_name=field_name,
+                        purpose=purpose,
+                        min_age=None,
+                        max_age=None,
+                        emergency="yes",
+                        valid_from=window[0],
+                        valid_until=window[1],
+                        source=source,
+                        effect="allow",
                     )
-                )  # fmt: skip
+                )
 
     def restriction(self, restriction: Restriction) -> None:
         stage = Stage.SEALED if restriction.kind == "sealed" else Stage.OBJECTION
@@ -196,12 +238,23 @@ class _Builder:
         purposes = scope.purpose_names(self.vocabulary) or {ANY}
         lines = self.policy.person_lines[restriction.person_id]
         for requester, field_name, purpose in product(requesters, fields, purposes):
-            lines.append(self.line(
-                stage=stage, requester=requester, holder=ANY, person=restriction.person_id,
-                field_name=field_name, purpose=purpose, min_age=None, max_age=None,
-                emergency=ANY, valid_from=_timestamp(restriction.recorded_at),
-                valid_until=_timestamp(restriction.until), source=source, effect="deny",
-            ))  # fmt: skip
+            lines.append(
+                self.line(
+                    stage=stage,
+                    requester=requester,
+                    holder=ANY,
+                    person=restriction.person_id,
+                    field_name=field_name,
+                    purpose=purpose,
+                    min_age=None,
+                    max_age=None,
+                    emergency=ANY,
+                    valid_from=_timestamp(restriction.recorded_at),
+                    valid_until=_timestamp(restriction.until),
+                    source=source,
+                    effect="deny",
+                )
+            )
         if restriction.kind == "objection":
             self._break_glass_over(restriction)
 
@@ -210,9 +263,9 @@ class _Builder:
         for agreement in self.policy.agreements.values():
             if agreement.status != "active" or agreement.break_glass is None:
                 continue
-            source = self.source(LineSource(
-                Stage.BREAK_GLASS_OVER_OBJECTION, agreement.id, agreement.version
-            ))  # fmt: skip
+            source = self.source(
+                LineSource(Stage.BREAK_GLASS_OVER_OBJECTION, agreement.id, agreement.version)
+            )
             requesters = _within(
                 set(self.vocabulary.expand_agencies(agreement.recipients)),
                 objection.scope.requesters(self.vocabulary),
@@ -230,14 +283,23 @@ class _Builder:
             for requester, holder, field_name, purpose in product(
                 requesters, holders, fields, purposes
             ):
-                lines.append(self.line(
-                    stage=Stage.BREAK_GLASS_OVER_OBJECTION, requester=requester, holder=holder,
-                    person=objection.person_id, field_name=field_name, purpose=purpose,
-                    min_age=None, max_age=None, emergency="yes",
-                    valid_from=_timestamp(agreement.valid_from),
-                    valid_until=_timestamp(agreement.valid_until), source=source,
-                    effect="allow",
-                ))  # fmt: skip
+                lines.append(
+                    self.line(
+                        stage=Stage.BREAK_GLASS_OVER_OBJECTION,
+                        requester=requester,
+                        holder=holder,
+                        person=objection.person_id,
+                        field_name=field_name,
+                        purpose=purpose,
+                        min_age=None,
+                        max_age=None,
+                        emergency="yes",
+                        valid_from=_timestamp(agreement.valid_from),
+                        valid_until=_timestamp(agreement.valid_until),
+                        source=source,
+                        effect="allow",
+                    )
+                )
 
     def consents(self, person_id: str, register: PersonRegister) -> None:
         """Join each consent of a person with the consent-based grants it satisfies."""
@@ -247,11 +309,26 @@ class _Builder:
                     continue
                 for grant in agreement.grants:
                     if grant.requires_consent:
-                        self._consented_grant(person_id, agreement, grant, consent.scope,
-                                              consent.id, consent.recorded_at, consent.until)
+                        self._consented_grant(
+                            person_id,
+                            agreement,
+                            grant,
+                            consent.scope,
+                            consent.id,
+                            consent.recorded_at,
+                            consent.until,
+                        )
 
-    def _consented_grant(self, person_id: str, agreement: Agreement, grant: Grant, scope: Scope,
-                         consent_id: str, given: datetime, until: datetime | None) -> None:
+    def _consented_grant(
+        self,
+        person_id: str,
+        agreement: Agreement,
+        grant: Grant,
+        scope: Scope,
+        consent_id: str,
+        given: datetime,
+        until: datetime | None,
+    ) -> None:
         requesters = _within(
             set(self.vocabulary.expand_agencies(agreement.recipients)),
             scope.requesters(self.vocabulary),
@@ -261,18 +338,36 @@ class _Builder:
         holders = self.vocabulary.expand_agencies(agreement.providers)
         valid_from = max(_timestamp(agreement.valid_from), _timestamp(given))
         valid_until = min(_timestamp(agreement.valid_until), _timestamp(until))
-        source = self.source(LineSource(
-            Stage.GRANT, agreement.id, agreement.version, grant.obligations, consent_id=consent_id
-        ))  # fmt: skip
+        source = self.source(
+            LineSource(
+                Stage.GRANT,
+                agreement.id,
+                agreement.version,
+                grant.obligations,
+                consent_id=consent_id,
+            )
+        )
         lines = self.policy.person_lines[person_id]
-        for requester, holder, field_name, purpose in product(requesters, holders, fields,
-                                                              purposes):
-            lines.append(self.line(
-                stage=Stage.GRANT, requester=requester, holder=holder, person=person_id,
-                field_name=field_name, purpose=purpose, min_age=grant.subject.min_age,
-                max_age=grant.subject.max_age, emergency=ANY, valid_from=valid_from,
-                valid_until=valid_until, source=source, effect="allow",
-            ))  # fmt: skip
+        for requester, holder, field_name, purpose in product(
+            requesters, holders, fields, purposes
+        ):
+            lines.append(
+                self.line(
+                    stage=Stage.GRANT,
+                    requester=requester,
+                    holder=holder,
+                    person=person_id,
+                    field_name=field_name,
+                    purpose=purpose,
+                    min_age=grant.subject.min_age,
+                    max_age=grant.subject.max_age,
+                    emergency=ANY,
+                    valid_from=valid_from,
+                    valid_until=valid_until,
+                    source=source,
+                    effect="allow",
+                )
+            )
 
     def _fields(self, names: Iterable[str]) -> set[str]:
         return _descendants(names, self.vocabulary.fields.descendants)

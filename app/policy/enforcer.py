@@ -16,9 +16,20 @@ from casbin.persist.adapter import Adapter
 
 PolicyLine = tuple[str, ...]
 POLICY_TOKENS = (
-    "stage", "requester", "holder", "person", "field", "purpose", "min_age", "max_age",
-    "emergency", "valid_from", "valid_until", "source", "eft",
-)  # fmt: skip
+    "stage",
+    "requester",
+    "holder",
+    "person",
+    "field",
+    "purpose",
+    "min_age",
+    "max_age",
+    "emergency",
+    "valid_from",
+    "valid_until",
+    "source",
+    "eft",
+)
 
 
 @dataclass(frozen=True)
@@ -60,9 +71,15 @@ class CandidateEnforcer:
             self._policy.policy = lines
             try:
                 allowed, explain = self._enforcer.enforce_ex(
-                    request.requester, request.holder, request.person, request.field,
-                    request.purpose, request.age, request.emergency, request.now,
-                )  # fmt: skip
+                    request.requester,
+                    request.holder,
+                    request.person,
+                    request.field,
+                    request.purpose,
+                    request.age,
+                    request.emergency,
+                    request.now,
+                )
             finally:
                 self._policy.policy = []
         return bool(allowed), (tuple(explain) if explain else None)

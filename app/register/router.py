@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -24,12 +24,21 @@ class _EntryIn(BaseModel):
 
     id: EntryId | None = Field(default=None, description="Given id, or one is made")
     person: PersonId
-    recipients: Names | None = Field(default=None, min_length=1, max_length=200,
-                                     description="Agencies or groups; omitted: all")  # fmt: skip
-    fields: Names | None = Field(default=None, min_length=1, max_length=200,
-                                 description="Fields (and all below); omitted: all")  # fmt: skip
-    purposes: Names | None = Field(default=None, min_length=1, max_length=200,
-                                   description="Purposes (and all below); omitted: all")  # fmt: skip
+    recipients: Names | None = Field(
+        default=None, min_length=1, max_length=200, description="Agencies or groups; omitted: all"
+    )
+    fields: Names | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Fields (and all below); omitted: all",
+    )
+    purposes: Names | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Purposes (and all below); omitted: all",
+    )
     reason: LongText = Field(description="Why it was recorded")
     until: AwareDatetime | date | None = Field(
         default=None, description="When it lapses (a date means midnight UTC); omitted: never"
@@ -71,18 +80,24 @@ class RegisterListing(BaseModel):
     entries: list[RegisterEntryOut]
 
 
-ERRORS = {409: {"model": Problem}, 422: {"model": Problem}}
+ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": Problem}, 422: {"model": Problem}}
 
 
-def _add(session: DbSession, live: Live, caller: CurrentCaller, body: _EntryIn,
-         kind: str) -> RegisterEntryOut:  # fmt: skip
+def _add(
+    session: DbSession, live: Live, caller: CurrentCaller, body: _EntryIn, kind: str
+) -> RegisterEntryOut:
     row = service.add_entry(
         session,
         entry=service.NewEntry(
-            id=body.id, person_id=body.person, kind=kind, recipients=body.recipients,
-            fields=body.fields, purposes=body.purposes, reason=body.reason,
+            id=body.id,
+            person_id=body.person,
+            kind=kind,
+            recipients=body.recipients,
+            fields=body.fields,
+            purposes=body.purposes,
+            reason=body.reason,
             until=body.until_moment(),
-        ),  # fmt: skip
+        ),
         vocabulary=live.current.vocabulary,
         actor=caller.client_id,
     )
@@ -92,7 +107,7 @@ def _add(session: DbSession, live: Live, caller: CurrentCaller, body: _EntryIn,
     return out
 
 
-@router.post("/restrictions", status_code=201, responses=ERRORS)  # type: ignore[arg-type]
+@router.post("/restrictions", status_code=201, responses=ERRORS)
 def add_restriction(
     body: RestrictionIn, session: DbSession, live: Live, caller: CurrentCaller
 ) -> RegisterEntryOut:
@@ -100,7 +115,7 @@ def add_restriction(
     return _add(session, live, caller, body, body.kind)
 
 
-@router.post("/consents", status_code=201, responses=ERRORS)  # type: ignore[arg-type]
+@router.post("/consents", status_code=201, responses=ERRORS)
 def add_consent(
     body: ConsentIn, session: DbSession, live: Live, caller: CurrentCaller
 ) -> RegisterEntryOut:
@@ -108,7 +123,7 @@ def add_consent(
     return _add(session, live, caller, body, "consent")
 
 
-@router.get("", responses={422: {"model": Problem}})  # type: ignore[arg-type]
+@router.get("", responses={422: {"model": Problem}})
 def list_register(
     session: DbSession,
     caller: CurrentCaller,

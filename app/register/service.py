@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.models import RegisterEntry
-from app.policy.register import Consent, PersonRegister, Restriction, Scope
+from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
 from app.policy.vocabulary import Vocabulary
 from app.policy_state import bump_revision
 
@@ -52,10 +52,17 @@ def add_entry(
     if session.get(RegisterEntry, entry_id) is not None:
         raise Conflict(f"register entry '{entry_id}' exists already")
     row = RegisterEntry(
-        id=entry_id, person_id=entry.person_id, kind=entry.kind, recipients=entry.recipients,
-        fields=entry.fields, purposes=entry.purposes, reason=entry.reason, until=entry.until,
-        recorded_by=actor, recorded_at=datetime.now(UTC),
-    )  # fmt: skip
+        id=entry_id,
+        person_id=entry.person_id,
+        kind=entry.kind,
+        recipients=entry.recipients,
+        fields=entry.fields,
+        purposes=entry.purposes,
+        reason=entry.reason,
+        until=entry.until,
+        recorded_by=actor,
+        recorded_at=datetime.now(UTC),
+    )
     session.add(row)
     session.flush()
     bump_revision(session)
@@ -97,9 +104,10 @@ def load_register(session: Session) -> dict[str, PersonRegister]:
             consents[row.person_id].append(
                 Consent(row.id, row.person_id, scope, row.recorded_at, row.until)
             )
-        elif row.kind in ("sealed", "objection"):
+        else:
+            kind: RestrictionKind = "sealed" if row.kind == "sealed" else "objection"
             restrictions[row.person_id].append(
-                Restriction(row.id, row.person_id, row.kind, scope, row.recorded_at, row.until)  # type: ignore[arg-type]
+                Restriction(row.id, row.person_id, kind, scope, row.recorded_at, row.until)
             )
     return {
         person: PersonRegister(tuple(restrictions[person]), tuple(consents[person]))

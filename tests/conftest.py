@@ -1,0 +1,207 @@
+"""Fixtures: both database backends, a real `accord serve` on loopback, the shared scenario."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import Engine
+
+from app.db import make_engine, upgrade_schema
+from tests.postgres import ThrowawayPostgres
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ACCORD_SHARED_DIR", REPO.parent / "shared"))
+SCENARIO = SHARED / "scenarios" / "blackpool-mash"
+SAMPLE_VOCABULARY = REPO / "policies" / "vocabulary.yaml"
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def accord(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `accord` command as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"accord {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Server:
+    """`accord serve` in its own process, on loopback."""
+
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+            env={**os.environ, **self.env},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"accord serve exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"accord serve not ready:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8")
+
+
+@dataclass
+class Backend:
+    name: str
+    new_database: Callable[[], str]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    server = ThrowawayPostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "postgresql":
+        pg: ThrowawayPostgres = request.getfixturevalue("postgres")
+        return Backend("postgresql", pg.new_database)
+    folder = Path(tempfile.mkdtemp(prefix="accord-sqlite-"))
+    counter = iter(range(1, 1_000_000))
+    return Backend("sqlite", lambda: f"sqlite:///{folder / f'accord_{next(counter)}.db'}")
+
+
+@pytest.fixture
+def database_url(backend: Backend) -> str:
+    """A fresh database at the latest schema."""
+    url = backend.new_database()
+    upgrade_schema(url)
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def scenario_env(database_url: str) -> dict[str, str]:
+    return {
+        "ACCORD_DATABASE_URL": database_url,
+        "ACCORD_VOCABULARY_FILE": str(SCENARIO / "vocabulary.yaml"),
+        "ACCORD_LOG_LEVEL": "info",
+    }
+
+
+def load_register(base_url: str, register: dict[str, list[dict[str, Any]]]) -> None:
+    """Record the scenario's register through the API, as a data controller would."""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        for kind in ("restrictions", "consents"):
+            for entry in register.get(kind, []):
+                body = {key: jsonable(value) for key, value in entry.items()}
+                response = client.post(
+                    f"/v1/register/{kind}", json={**body, "reason": "scenario register"}
+                )
+                assert response.status_code == 201, response.text
+
+
+def jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def start_server(env: dict[str, str], tmp: Path) -> Server:
+    server = Server(env=env, port=free_port(), log_path=tmp / f"server-{time.time_ns()}.log")
+    server.start()
+    return server
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Server]]:
+    started: list[Server] = []
+
+    def start(env: dict[str, str]) -> Server:
+        server = start_server(env, tmp_path)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@dataclass
+class ScenarioService:
+    server: Server
+    database_url: str
+    engine: Engine
+
+
+@pytest.fixture(scope="module")
+def scenario_service(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ScenarioService]:
+    """The Blackpool scenario, loaded unchanged from ../shared, behind a real server."""
+    url = backend.new_database()
+    upgrade_schema(url)
+    env = scenario_env(url)
+    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+    server = start_server(env, tmp_path_factory.mktemp("scenario"))
+    engine = make_engine(url)
+    try:
+        load_register(server.url, load_yaml(SCENARIO / "cases.yaml")["register"])
+        yield ScenarioService(server, url, engine)
+    finally:
+        server.stop()
+        engine.dispose()

@@ -1,0 +1,133 @@
+"""The engine alone (no web, no database): the scenario cases, and time and age edges."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from app.decision.engine import PersonFacts, Question, evaluate
+from app.policy.agreements import parse_agreement
+from app.policy.compiler import compile_policy
+from tests.conftest import SCENARIO, load_yaml
+from tests.scenario import MODEL_TEXT, scenario_policy, scenario_vocabulary
+
+RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+DECIDABLE = [c for c in load_yaml(SCENARIO / "cases.yaml")["cases"] if "status" not in c["expect"]]
+
+
+def _question(request: dict[str, Any], field: str | None = None) -> tuple[Question, PersonFacts]:
+    subject = request["subject"]
+    question = Question(
+        requester=request["requester"],
+        holder=request["holder"],
+        person_id=subject["id"],
+        field=field or request["field"],
+        purpose=request["purpose"],
+        emergency=bool(request.get("context", {}).get("emergency")),
+    )
+    return question, PersonFacts(subject["id"], subject.get("attributes", {}).get("age"))
+
+
+@pytest.mark.parametrize("case", DECIDABLE, ids=[c["name"] for c in DECIDABLE])
+def test_scenario_case_on_the_engine(case: dict[str, Any]) -> None:
+    policy = scenario_policy(RECORDED)
+    decision = evaluate(policy, *_question(case["request"]), NOW)
+    expect = case["expect"]
+    assert ("permit" if decision.permit else "deny") == expect["decision"]
+    assert decision.reason == expect["reason"]
+    assert decision.agreement_id == expect.get("agreement", decision.agreement_id)
+    assert decision.restriction_id == expect.get("restriction", decision.restriction_id)
+    assert decision.break_glass is expect.get("break_glass", False)
+
+
+def test_a_register_entry_applies_only_from_when_it_was_recorded() -> None:
+    policy = scenario_policy(recorded_at=NOW + timedelta(hours=1))
+    sealed = next(c for c in DECIDABLE if c["name"] == "a sealed address is never shared")[
+        "request"
+    ]
+    assert evaluate(policy, *_question(sealed), NOW).permit
+    assert not evaluate(policy, *_question(sealed), NOW + timedelta(hours=2)).permit
+
+
+def test_a_lapsed_consent_stops_permitting_at_its_until() -> None:
+    policy = scenario_policy(RECORDED)
+    question = Question(
+        "la.blackpool.early-help",
+        "edu.blackpool-schools",
+        "P-301",
+        "education.attendance",
+        "early-help",
+    )
+    facts = PersonFacts("P-301", 15)
+    assert evaluate(policy, question, facts, NOW).permit
+    after = datetime(2099, 1, 1, tzinfo=UTC)
+    decision = evaluate(policy, question, facts, after)
+    assert not decision.permit
+
+
+def test_validity_window_takes_effect_at_its_boundary_without_recompiling() -> None:
+    vocabulary = scenario_vocabulary()
+    document = load_yaml(SCENARIO / "agreements" / "isa-police-housing-future.yaml")
+    policy = compile_policy(
+        revision=1,
+        vocabulary=vocabulary,
+        agreements=[parse_agreement(document, vocabulary)],
+        register={},
+        model_text=MODEL_TEXT,
+    )
+    question = Question(
+        "housing.blackpool-coastal",
+        "police.lancashire",
+        "P-1",
+        "identity.name",
+        "crime-prevention",
+    )
+    facts = PersonFacts("P-1", 30)
+    start = datetime.combine(date(2098, 1, 1), datetime.min.time(), tzinfo=UTC)
+    before = evaluate(policy, question, facts, start - timedelta(seconds=1))
+    assert (before.permit, before.reason) == (False, "agreement-not-in-force")
+    assert evaluate(policy, question, facts, start).permit
+    end = datetime(2099, 1, 1, tzinfo=UTC)
+    assert evaluate(policy, question, facts, end - timedelta(seconds=1)).permit
+    assert not evaluate(policy, question, facts, end).permit
+
+
+@pytest.mark.parametrize(("age", "permit"), [(17, True), (18, False), (0, True), (None, False)])
+def test_age_bounds_are_inclusive_and_an_unknown_age_fails(age: int | None, permit: bool) -> None:
+    policy = scenario_policy(RECORDED)
+    question = Question(
+        "la.blackpool.childrens-services",
+        "police.lancashire",
+        "P-5",
+        "criminal.convictions",
+        "safeguarding.children",
+    )
+    assert evaluate(policy, question, PersonFacts("P-5", age), NOW).permit is permit
+
+
+def test_obligations_reach_only_the_fields_they_name() -> None:
+    vocabulary = scenario_vocabulary()
+    document = load_yaml(SCENARIO / "agreements" / "isa-blackpool-mash.yaml")
+    document["grants"][0]["obligations"] = [
+        {"field": "contact.address", "mask": "postcode-district"}
+    ]
+    policy = compile_policy(
+        revision=1,
+        vocabulary=vocabulary,
+        agreements=[parse_agreement(document, vocabulary)],
+        register={},
+        model_text=MODEL_TEXT,
+    )
+    base = ("la.blackpool.childrens-services", "police.lancashire", "P-1")
+    facts = PersonFacts("P-1", 10)
+    address = evaluate(
+        policy, Question(*base, "contact.address", "safeguarding.children"), facts, NOW
+    )
+    phone = evaluate(policy, Question(*base, "contact.phone", "safeguarding.children"), facts, NOW)
+    assert [(o.field, o.mask) for o in address.obligations] == [
+        ("contact.address", "postcode-district")
+    ]
+    assert phone.permit and phone.obligations == ()

@@ -1,0 +1,77 @@
+"""The compiler: groups and trees expanded, lines indexed and ordered, drafts compile to nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from app.policy.compiler import Stage
+from app.policy.vocabulary import VocabularyError, parse_vocabulary
+from tests.scenario import scenario_policy
+
+RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_groups_expand_to_every_member_agency() -> None:
+    policy = scenario_policy(RECORDED)
+    for holder in ("nhs.blackpool-hospitals", "nhs.lancashire-mental-health"):
+        key = ("la.blackpool.childrens-services", holder, "health.mental", "safeguarding.children")
+        assert [line[-2] for line in policy.agreement_lines[key]] == [
+            "isa-blackpool-mash@1:grant",
+            "isa-blackpool-mash@1:break-glass",
+        ]
+
+
+def test_a_granted_field_expands_to_itself_and_its_descendants_only() -> None:
+    policy = scenario_policy(RECORDED)
+    pair = ("la.blackpool.childrens-services", "police.lancashire")
+    granted = {
+        key[2]
+        for key, lines in policy.agreement_lines.items()
+        if key[:2] == pair
+        and key[3] == "safeguarding.children"
+        and any(line[0] == str(int(Stage.GRANT)) for line in lines)
+    }
+    assert {"identity", "identity.ethnicity", "criminal.convictions"} <= granted
+    assert "criminal" not in granted and "criminal.intelligence" not in granted
+
+
+def test_inactive_agreements_compile_to_no_lines_but_are_known_to_the_pair() -> None:
+    policy = scenario_policy(RECORDED)
+    sources = {line[-2] for group in policy.agreement_lines.values() for line in group}
+    assert not any(source.startswith("isa-health-schools-draft") for source in sources)
+    assert not any(source.startswith("isa-housing-police") for source in sources)
+    pair = ("edu.blackpool-schools", "nhs.blackpool-hospitals")
+    assert [a.id for a in policy.agreements_by_pair[pair]] == ["isa-health-schools-draft"]
+
+
+def test_person_lines_are_ordered_restrictions_first() -> None:
+    policy = scenario_policy(RECORDED)
+    stages = [int(line[0]) for line in policy.person_lines["P-201"]]
+    assert stages == sorted(stages)
+    assert int(Stage.BREAK_GLASS_OVER_OBJECTION) in stages and int(Stage.OBJECTION) in stages
+
+
+def test_consents_become_person_specific_grant_lines_ending_with_the_consent() -> None:
+    policy = scenario_policy(RECORDED)
+    lines = [line for line in policy.person_lines["P-302"] if "consent:" in line[-2]]
+    assert lines and all(line[10] == "2020-06-01T00:00:00Z" for line in lines)
+
+
+def test_export_lists_every_line_once() -> None:
+    policy = scenario_policy(RECORDED)
+    assert len(policy.all_lines()) == policy.line_count
+
+
+def test_vocabulary_refuses_an_orphan_and_an_unknown_class() -> None:
+    base = {"agencies": [{"id": "a", "groups": []}], "purposes": [{"id": "p"}]}
+    for fields, message in (
+        ([{"id": "health.mental", "class": "personal"}], "no parent 'health'"),
+        ([{"id": "health", "class": "secret"}], "unknown class"),
+        ([{"id": "health"}], "needs a class"),
+    ):
+        try:
+            parse_vocabulary({**base, "fields": fields})
+        except VocabularyError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"accepted {fields}")
