@@ -205,3 +205,11 @@ def scenario_service(
     finally:
         server.stop()
         engine.dispose()
+
+
+@pytest.fixture
+def backend_engine_without_schema(backend: Backend) -> Iterator[Engine]:
+    """An engine on a fresh database that no migration has touched."""
+    engine = make_engine(backend.new_database())
+    yield engine
+    engine.dispose()

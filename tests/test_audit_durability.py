@@ -1,0 +1,154 @@
+"""No decision without its record: failed or stalled audit writes answer 503, never a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from app.audit.writer import AuditRecord, AuditUnavailable, AuditWriter
+from app.models import AuditDecision
+from tests.conftest import SCENARIO, Server, accord, scenario_env
+
+REQUEST = {
+    "requester": "la.blackpool.childrens-services",
+    "holder": "police.lancashire",
+    "subject": {"id": "P-101", "attributes": {"age": 12}},
+    "field": "criminal.convictions",
+    "purpose": "safeguarding.children",
+}
+
+
+def _rows(engine: Engine) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(AuditDecision)) or 0)
+
+
+def _record() -> AuditRecord:
+    return AuditRecord(
+        decision_id=str(uuid.uuid4()),
+        request_id="r",
+        decided_at=datetime.now(UTC),
+        client="test",
+        requester="a",
+        holder="b",
+        person_id="P-1",
+        field="f",
+        purpose="p",
+        decision="deny",
+        reason="no-agreement",
+        agreement_id=None,
+        agreement_version=None,
+        restriction_id=None,
+        consent_id=None,
+        break_glass=False,
+        justification=None,
+        user_ref=None,
+        case_ref=None,
+        policy_revision=1,
+    )
+
+
+@pytest.fixture
+def scenario_server(
+    database_url: str, server_factory: Callable[[dict[str, str]], Server]
+) -> Server:
+    env = {**scenario_env(database_url), "ACCORD_AUDIT_TIMEOUT_SECONDS": "1"}
+    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+    return server_factory(env)
+
+
+def test_a_failed_audit_write_answers_503_and_no_decision(
+    scenario_server: Server, engine: Engine
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE audit_decisions RENAME TO audit_decisions_away"))
+    try:
+        for path, body in (
+            ("/v1/decisions", REQUEST),
+            (
+                "/v1/decisions/batch",
+                {**{k: v for k, v in REQUEST.items() if k != "field"}, "fields": "*"},
+            ),
+        ):
+            response = httpx.post(f"{scenario_server.url}{path}", json=body, timeout=10)
+            assert response.status_code == 503
+            assert response.headers["content-type"] == "application/problem+json"
+            answer = response.json()
+            assert "decision" not in answer and "decisions" not in answer
+            assert "permit" not in response.text
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE audit_decisions_away RENAME TO audit_decisions"))
+    assert _rows(engine) == 0
+
+    response = httpx.post(f"{scenario_server.url}/v1/decisions", json=REQUEST, timeout=10)
+    assert response.status_code == 200
+    assert _rows(engine) == 1
+
+
+@contextlib.contextmanager
+def _audit_table_locked(engine: Engine) -> Iterator[None]:
+    """Hold a lock that blocks every insert into the audit table until the block ends."""
+    if engine.dialect.name == "sqlite":
+        holder = sqlite3.connect(str(engine.url.database), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.rollback()
+            holder.close()
+        return
+    with engine.connect() as connection:
+        connection.execute(text("LOCK TABLE audit_decisions IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def test_a_stalled_audit_write_answers_503_within_the_timeout(
+    scenario_server: Server, engine: Engine
+) -> None:
+    with _audit_table_locked(engine):
+        response = httpx.post(f"{scenario_server.url}/v1/decisions", json=REQUEST, timeout=20)
+        assert response.status_code == 503
+        assert "decision_id" not in response.json()
+    response = httpx.post(f"{scenario_server.url}/v1/decisions", json=REQUEST, timeout=20)
+    assert response.status_code == 200
+
+
+def test_concurrent_decisions_share_commits(engine: Engine) -> None:
+    writer = AuditWriter(engine, max_batch_rows=1000, timeout_seconds=30)
+    writer.start()
+    records = [_record() for _ in range(300)]
+
+    async def write_all() -> None:
+        await asyncio.gather(*(writer.write([record]) for record in records))
+
+    try:
+        asyncio.run(write_all())
+    finally:
+        writer.stop()
+    assert _rows(engine) == 300
+    assert writer.commits < 300 / 3, f"{writer.commits} commits for 300 decisions"
+
+
+def test_a_writer_without_its_table_refuses_every_write(
+    backend_engine_without_schema: Engine,
+) -> None:
+    writer = AuditWriter(backend_engine_without_schema, max_batch_rows=10, timeout_seconds=10)
+    writer.start()
+    try:
+        with pytest.raises(AuditUnavailable):
+            asyncio.run(writer.write([_record()]))
+    finally:
+        writer.stop()
