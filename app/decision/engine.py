@@ -125,18 +125,41 @@ def _explain_deny(
         if reached > furthest:
             furthest, behind = reached, agreement
     reason = DENY_STAGES[furthest]
-    if behind is None:
-        message = f"no agreement lets {question.holder} share with {question.requester}"
-    else:
-        message = f"{behind.id} v{behind.version}: {reason.replace('-', ' ')}"
     return Decision(
         field=question.field,
         permit=False,
         reason=reason,
-        message=message,
+        message=_deny_message(reason, behind, question, facts, now),
         agreement_id=behind.id if behind else None,
         agreement_version=behind.version if behind else None,
     )
+
+
+def _deny_message(
+    reason: str,
+    agreement: Agreement | None,
+    question: Question,
+    facts: PersonFacts,
+    now: datetime,
+) -> str:
+    if agreement is None:
+        return f"no agreement lets {question.holder} share with {question.requester}"
+    name = f"{agreement.id} v{agreement.version}"
+    if reason == "agreement-not-in-force":
+        if agreement.status != "active":
+            return f"{name} is {agreement.status}"
+        return (
+            f"{name} is in force from {agreement.valid_from} until {agreement.valid_until}, "
+            f"not on {now.date()}"
+        )
+    if reason == "purpose-not-covered":
+        return f"{name} grants nothing for {question.purpose}"
+    if reason == "field-not-covered":
+        return f"{name} does not grant {question.field} for {question.purpose}"
+    if reason == "subject-condition-not-met":
+        age = "unknown" if facts.age is None else str(facts.age)
+        return f"the person (age {age}) does not meet the subject conditions of {name}"
+    return f"{name} needs the person's live consent for {question.purpose} to {question.requester}"
 
 
 def _stage_reached(
