@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,7 +29,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `accord serve` binds")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `accord serve` binds")
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
-    log_level: str = Field(default="info", description="debug, info, warning or error")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log level written"
+    )
     policy_poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="How often a replica checks the policy revision"
     )
