@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from app.agreements.service import ImportRefused, import_agreements
-from app.config import get_settings
+from app.auth import SCOPES
+from app.clients.service import create_client, revoke_client
+from app.config import PROJECT_DIR, get_settings
 from app.db import make_engine, upgrade_schema
-from app.live_policy import compile_from_database
+from app.decision.policy_tests import run_test_file
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.live_policy import load_state
 from app.policy.agreements import AgreementInvalid, parse_agreement
-from app.policy.files import DocumentError, agreement_documents, load_vocabulary
+from app.policy.files import DocumentError, agreement_documents, load_vocabulary, read_yaml
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -77,13 +82,67 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_client(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            row, key = create_client(
+                session,
+                client_id=args.id,
+                name=args.name or args.id,
+                scopes=_listed(args.scopes),
+                agencies=_listed(args.agencies),
+                vocabulary=load_vocabulary(settings.vocabulary_file),
+                actor=args.actor,
+            )
+            summary = f"client {row.id}: scopes {', '.join(row.scopes)}; agencies " + ", ".join(
+                row.agencies
+            )
+            session.commit()
+    except (InvalidRequest, Conflict) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(summary)
+    if args.key_file:
+        path = Path(args.key_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n", encoding="utf-8")
+        print(f"key written to {path} (it is not stored anywhere else)")
+    else:
+        print(f"key (shown once, store it now): {key}")
+    return 0
+
+
+def _revoke_client(args: argparse.Namespace) -> int:
+    engine = make_engine(get_settings().database_url)
+    try:
+        with Session(engine) as session:
+            revoke_client(session, client_id=args.id, actor=args.actor)
+            session.commit()
+    except (NotFound, Conflict) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"client {args.id} revoked")
+    return 0
+
+
+def _listed(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _export(args: argparse.Namespace) -> int:
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:
-        policy = compile_from_database(
+        policy = load_state(
             engine, vocabulary_file=settings.vocabulary_file, model_file=settings.model_file
-        )
+        ).policy
     finally:
         engine.dispose()
     out = Path(args.out)
@@ -107,6 +166,42 @@ def _openapi(_: argparse.Namespace) -> int:
     schema = json.loads(json.dumps(create_app().openapi()))
     print(yaml.safe_dump(schema, sort_keys=False, allow_unicode=True), end="")
     return 0
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    vocabulary = load_vocabulary(settings.vocabulary_file)
+    try:
+        agreements = [
+            parse_agreement(document, vocabulary, source=source)
+            for source, document in agreement_documents(Path(args.agreements))
+        ]
+    except AgreementInvalid as exc:
+        print(f"invalid {exc}", file=sys.stderr)
+        return 2
+    path = Path(args.path)
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    passed = failed = 0
+    for file in files:
+        results = run_test_file(
+            read_yaml(file),
+            vocabulary=vocabulary,
+            agreements=agreements,
+            model_text=settings.model_file.read_text(encoding="utf-8"),
+            now=datetime.now(UTC),
+        )
+        for result in results:
+            if result.passed:
+                passed += 1
+                if args.verbose:
+                    print(f"PASS {file.name}: {result.name}")
+                continue
+            failed += 1
+            print(f"FAIL {file.name}: {result.name}")
+            for mismatch in result.mismatches:
+                print(f"    {mismatch}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +236,31 @@ def _parser() -> argparse.ArgumentParser:
     export = policy.add_parser("export", help="write Casbin model.conf and policy.csv")
     export.add_argument("--out", default="policy-export", help="folder to write into")
     export.set_defaults(run=_export)
+    test = policy.add_parser("test", help="run policy test files against agreement files")
+    test.add_argument("path", help="a test file or a folder of them (policies/tests)")
+    test.add_argument(
+        "--agreements",
+        default=str(PROJECT_DIR / "policies" / "agreements"),
+        help="agreement file or folder to test (default: policies/agreements)",
+    )
+    test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.set_defaults(run=_policy_test)
+    clients = commands.add_parser("clients", help="API clients").add_subparsers(
+        dest="clients_command", required=True
+    )
+    create = clients.add_parser("create", help="create a client and print its key once")
+    create.add_argument("--id", required=True, help="the client's id, e.g. police-rms")
+    create.add_argument("--name", help="a readable name")
+    create.add_argument("--scopes", required=True, help="comma-separated: " + ", ".join(SCOPES))
+    create.add_argument("--agencies", required=True, help="comma-separated agency ids")
+    create.add_argument("--key-file", help="write the key to this file (mode 600), not stdout")
+    create.add_argument("--actor", default="cli", help="who is creating it (recorded)")
+    create.set_defaults(run=_create_client)
+    revoke = clients.add_parser("revoke", help="revoke a client's key")
+    revoke.add_argument("id")
+    revoke.add_argument("--actor", default="cli", help="who is revoking it (recorded)")
+    revoke.set_defaults(run=_revoke_client)
+
     commands.add_parser("openapi", help="print the served OpenAPI schema as YAML").set_defaults(
         run=_openapi
     )

@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     audit_max_batch: int = Field(
         default=1000, ge=1, description="Most audit rows written in one group commit"
     )
+    person_info_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://.*\{person_id\}",
+        description="Person-information service, e.g. http://host/persons/{person_id}; unset: none",
+    )
+    person_info_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="Longest wait for the person-information service"
+    )
+    person_info_cache_seconds: float = Field(
+        default=60.0, ge=0, description="How long fetched person attributes are reused"
+    )
+    person_info_cache_size: int = Field(
+        default=10_000, ge=1, description="Most persons whose attributes are cached"
+    )
     audit_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a decision waits for its audit commit (503 after)"
     )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.writer import AuditWriter
 from app.config import Settings
+from app.decision.facts import PersonInfoService
 from app.live_policy import LivePolicy
 
 
@@ -29,6 +30,11 @@ def _writer(request: Request) -> AuditWriter:
     return writer
 
 
+def _person_info(request: Request) -> PersonInfoService | None:
+    person_info: PersonInfoService | None = request.app.state.person_info
+    return person_info
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -42,5 +48,6 @@ def _request_id(request: Request) -> str:
 DbSession = Annotated[Session, Depends(_session)]
 Live = Annotated[LivePolicy, Depends(_live)]
 Writer = Annotated[AuditWriter, Depends(_writer)]
+PersonInfo = Annotated[PersonInfoService | None, Depends(_person_info)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 RequestId = Annotated[str, Depends(_request_id)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -17,6 +19,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.agreements.service import current_agreements
+from app.auth import Caller
+from app.clients.service import load_callers
 from app.errors import PolicyUnavailable
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import load_vocabulary
@@ -26,22 +30,30 @@ from app.register.service import load_register
 log = structlog.get_logger(__name__)
 
 
-def compile_from_database(
-    engine: Engine, *, vocabulary_file: Path, model_file: Path
-) -> CompiledPolicy:
-    """Read agreements and register at one revision and compile them."""
+@dataclass(frozen=True)
+class LiveState:
+    """What a replica holds for one revision: the compiled policy and the API clients."""
+
+    policy: CompiledPolicy
+    callers: Mapping[str, Caller]
+
+
+def load_state(engine: Engine, *, vocabulary_file: Path, model_file: Path) -> LiveState:
+    """Read agreements, register and clients at one revision and compile the policy."""
     vocabulary = load_vocabulary(vocabulary_file)
     with Session(engine) as session, session.begin():
         revision = read_revision(session)
         agreements = current_agreements(session, vocabulary)
         register = load_register(session)
-    return compile_policy(
+        callers = load_callers(session)
+    policy = compile_policy(
         revision=revision,
         vocabulary=vocabulary,
         agreements=agreements,
         register=register,
         model_text=model_file.read_text(encoding="utf-8"),
     )
+    return LiveState(policy=policy, callers=callers)
 
 
 class LivePolicy:
@@ -49,31 +61,40 @@ class LivePolicy:
         self._engine = engine
         self._vocabulary_file = vocabulary_file
         self._model_file = model_file
-        self._policy: CompiledPolicy | None = None
+        self._state: LiveState | None = None
         self._compiling = threading.Lock()
 
     @property
     def current(self) -> CompiledPolicy:
-        if self._policy is None:
-            raise PolicyUnavailable("no policy is loaded")
-        return self._policy
+        return self._loaded().policy
+
+    @property
+    def callers(self) -> Mapping[str, Caller]:
+        return self._loaded().callers
 
     @property
     def loaded(self) -> bool:
-        return self._policy is not None
+        return self._state is not None
+
+    def _loaded(self) -> LiveState:
+        if self._state is None:
+            raise PolicyUnavailable("no policy is loaded")
+        return self._state
 
     def refresh(self) -> None:
         """Compile and swap in the database's policy if its revision moved (blocking)."""
         with self._compiling:
             with self._engine.connect() as connection:
                 revision = read_revision(connection)
-            if self._policy is not None and self._policy.revision >= revision:
+            if self._state is not None and self._state.policy.revision >= revision:
                 return
-            policy = compile_from_database(
+            state = load_state(
                 self._engine, vocabulary_file=self._vocabulary_file, model_file=self._model_file
             )
-            self._policy = policy  # one assignment: decisions in flight keep the old one
-        log.info("policy loaded", policy_revision=policy.revision, lines=policy.line_count)
+            self._state = state  # one assignment: decisions in flight keep the old policy
+        log.info(
+            "policy loaded", policy_revision=state.policy.revision, lines=state.policy.line_count
+        )
 
     async def follow(self, interval: float) -> None:
         """Refresh every `interval` seconds until cancelled."""

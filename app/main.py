@@ -14,8 +14,11 @@ from fastapi.routing import APIRoute
 from app.agreements.router import router as agreements_router
 from app.audit.router import router as audit_router
 from app.audit.writer import AuditWriter
+from app.changelog.router import router as changes_router
+from app.clients.router import router as clients_router
 from app.config import Settings, get_settings
 from app.db import make_engine
+from app.decision.facts import PersonInfoService
 from app.decision.router import router as decisions_router
 from app.live_policy import LivePolicy
 from app.log_setup import configure_logging
@@ -23,6 +26,7 @@ from app.middleware import BodyLimit, RequestContext
 from app.ops import router as ops_router
 from app.problems import document_problems, install_problem_handlers
 from app.register.router import router as register_router
+from app.vocabulary_router import router as vocabulary_router
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +51,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         live = LivePolicy(
             engine, vocabulary_file=settings.vocabulary_file, model_file=settings.model_file
         )
+        person_info = (
+            PersonInfoService(
+                settings.person_info_url,
+                timeout_seconds=settings.person_info_timeout_seconds,
+                cache_seconds=settings.person_info_cache_seconds,
+                cache_size=settings.person_info_cache_size,
+            )
+            if settings.person_info_url
+            else None
+        )
         app.state.settings, app.state.engine = settings, engine
         app.state.audit_writer, app.state.live = writer, live
+        app.state.person_info = person_info
         writer.start()
         try:
             await asyncio.to_thread(live.refresh)
@@ -62,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             await asyncio.to_thread(writer.stop)
+            if person_info is not None:
+                await person_info.aclose()
             engine.dispose()
 
     app = FastAPI(
@@ -72,7 +89,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_problem_handlers(app)
-    for router in (ops_router, decisions_router, register_router, agreements_router, audit_router):
+    for router in (
+        ops_router,
+        decisions_router,
+        vocabulary_router,
+        agreements_router,
+        register_router,
+        clients_router,
+        audit_router,
+        changes_router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 

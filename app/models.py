@@ -77,6 +77,8 @@ class AgreementVersion(Base):
     status: Mapped[str] = mapped_column(String(16))
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     content_sha256: Mapped[str] = mapped_column(String(64))
+    change: Mapped[str] = mapped_column(String(16))  # created | revised | activated | ...
+    reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(128))
 
@@ -132,3 +134,35 @@ class AuditDecision(Base):
     user_ref: Mapped[str | None] = mapped_column(String(128))
     case_ref: Mapped[str | None] = mapped_column(String(128))
     policy_revision: Mapped[int] = mapped_column(Integer)
+
+
+class ApiClient(Base):
+    """A partner system or user agent: its scopes, its agencies and its hashed key."""
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    agencies: Mapped[list[str]] = mapped_column(JSON)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class ChangeRecord(Base):
+    """One management action: who did what to which record, with before and after."""
+
+    __tablename__ = "change_log"
+    __table_args__ = (Index("ix_change_log_target", "target_type", "target_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SequenceNumber, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(40))
+    target_type: Mapped[str] = mapped_column(String(20))
+    target_id: Mapped[str] = mapped_column(String(128))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)

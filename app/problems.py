@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from app.audit.writer import AuditUnavailable
 from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, PolicyUnavailable
+from app.policy.agreements import AgreementInvalid
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -55,11 +56,20 @@ def problem_response(
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in loc if part not in ("body", "query", "path")]
+    """`subject.attributes.age`, `fields[2]`: pydantic's location without union-branch tags."""
+    parts = [
+        str(part)
+        for part in loc
+        if part not in ("body", "query", "path", "header") and not _is_union_tag(str(part))
+    ]
     text = ""
     for part in parts:
         text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
     return text or "body"
+
+
+def _is_union_tag(part: str) -> bool:
+    return any(mark in part for mark in "[('") and not part.isdigit()
 
 
 async def _validation(_: Request, exc: Exception) -> Response:
@@ -67,7 +77,9 @@ async def _validation(_: Request, exc: Exception) -> Response:
     params = []
     for error in exc.errors():
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-        params.append({"name": _location(tuple(error.get("loc", ()))), "reason": message})
+        name = _location(tuple(error.get("loc", ())))
+        if all(param["name"] != name for param in params):  # one reason per place
+            params.append({"name": name, "reason": message})
     detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
     return problem_response(422, "Invalid request", detail, params)
 
@@ -77,6 +89,12 @@ async def _invalid(_: Request, exc: Exception) -> Response:
     return problem_response(
         422, "Invalid request", str(exc), [{"name": exc.location, "reason": exc.message}]
     )
+
+
+async def _agreement_invalid(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AgreementInvalid)
+    params = [{"name": p.location or "document", "reason": p.message} for p in exc.problems]
+    return problem_response(422, "Invalid agreement", str(exc), params)
 
 
 async def _http(_: Request, exc: Exception) -> Response:
@@ -95,14 +113,10 @@ def _simple(status: int, title: str) -> Any:
     return handler
 
 
-async def _unexpected(_: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", error_type=type(exc).__name__)
-    return problem_response(500, "Internal error", "the service failed; nothing was decided")
-
-
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidRequest, _invalid)
+    app.add_exception_handler(AgreementInvalid, _agreement_invalid)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(NotFound, _simple(404, "Not found"))
     app.add_exception_handler(Conflict, _simple(409, "Conflict"))
@@ -111,7 +125,6 @@ def install_problem_handlers(app: FastAPI) -> None:
         AuditUnavailable, _simple(503, "Audit unavailable: no decision was made")
     )
     app.add_exception_handler(PolicyUnavailable, _simple(503, "Policy unavailable"))
-    app.add_exception_handler(Exception, _unexpected)
 
 
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:

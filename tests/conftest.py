@@ -53,18 +53,68 @@ def accord(*args: str, env: dict[str, str], check: bool = True) -> subprocess.Co
     return result
 
 
+def create_key(env: dict[str, str], client_id: str, *, scopes: str, agencies: str) -> str:
+    """Create an API client with the CLI and return its key."""
+    key_file = Path(tempfile.mkdtemp(prefix="accord-key-")) / "key"
+    accord(
+        "clients",
+        "create",
+        "--id",
+        client_id,
+        "--scopes",
+        scopes,
+        "--agencies",
+        agencies,
+        "--key-file",
+        str(key_file),
+        env=env,
+    )
+    return key_file.read_text().strip()
+
+
+ADMIN = object()  # the server's own all-scopes key
+
+
 @dataclass
 class Server:
-    """`accord serve` in its own process, on loopback."""
+    """`accord serve` in its own process, on loopback, with an all-scopes key for the tests."""
 
     env: dict[str, str]
     port: int
     log_path: Path
+    key: str = ""
+    client_id: str = ""
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self, method: str, path: str, *, key: object = ADMIN, **kwargs: Any
+    ) -> httpx.Response:
+        """Call the API with the admin key, another key, or none (key=None)."""
+        headers = dict(kwargs.pop("headers", {}))
+        chosen = self.key if key is ADMIN else key
+        if chosen is not None:
+            headers["authorization"] = f"Bearer {chosen}"
+        kwargs.setdefault("timeout", 10)
+        return httpx.request(method, f"{self.url}{path}", headers=headers, **kwargs)
+
+    def client(self) -> httpx.Client:
+        """A pooled client carrying the admin key."""
+        return httpx.Client(
+            base_url=self.url, timeout=10, headers={"authorization": f"Bearer {self.key}"}
+        )
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kwargs)
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -145,16 +195,15 @@ def scenario_env(database_url: str) -> dict[str, str]:
     }
 
 
-def load_register(base_url: str, register: dict[str, list[dict[str, Any]]]) -> None:
+def load_register(server: Server, register: dict[str, list[dict[str, Any]]]) -> None:
     """Record the scenario's register through the API, as a data controller would."""
-    with httpx.Client(base_url=base_url, timeout=10) as client:
-        for kind in ("restrictions", "consents"):
-            for entry in register.get(kind, []):
-                body = {key: jsonable(value) for key, value in entry.items()}
-                response = client.post(
-                    f"/v1/register/{kind}", json={**body, "reason": "scenario register"}
-                )
-                assert response.status_code == 201, response.text
+    for kind in ("restrictions", "consents"):
+        for entry in register.get(kind, []):
+            body = {key: jsonable(value) for key, value in entry.items()}
+            response = server.post(
+                f"/v1/register/{kind}", json={**body, "reason": "scenario register"}
+            )
+            assert response.status_code == 201, response.text
 
 
 def jsonable(value: Any) -> Any:
@@ -162,7 +211,19 @@ def jsonable(value: Any) -> Any:
 
 
 def start_server(env: dict[str, str], tmp: Path) -> Server:
-    server = Server(env=env, port=free_port(), log_path=tmp / f"server-{time.time_ns()}.log")
+    """Start `accord serve` on a migrated database, with a fresh all-scopes key."""
+    port = free_port()
+    vocabulary = load_yaml(Path(env.get("ACCORD_VOCABULARY_FILE", SAMPLE_VOCABULARY)))
+    client_id = f"test-admin-{port}"
+    key = create_key(
+        env,
+        client_id,
+        scopes="decide:any,audit,manage",
+        agencies=vocabulary["agencies"][0]["id"],
+    )
+    server = Server(
+        env=env, port=port, log_path=tmp / f"server-{port}.log", key=key, client_id=client_id
+    )
     server.start()
     return server
 
@@ -200,7 +261,7 @@ def scenario_service(
     server = start_server(env, tmp_path_factory.mktemp("scenario"))
     engine = make_engine(url)
     try:
-        load_register(server.url, load_yaml(SCENARIO / "cases.yaml")["register"])
+        load_register(server, load_yaml(SCENARIO / "cases.yaml")["register"])
         yield ScenarioService(server, url, engine)
     finally:
         server.stop()

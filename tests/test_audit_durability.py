@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
@@ -79,7 +78,7 @@ def test_a_failed_audit_write_answers_503_and_no_decision(
                 {**{k: v for k, v in REQUEST.items() if k != "field"}, "fields": "*"},
             ),
         ):
-            response = httpx.post(f"{scenario_server.url}{path}", json=body, timeout=10)
+            response = scenario_server.post(path, json=body)
             assert response.status_code == 503
             assert response.headers["content-type"] == "application/problem+json"
             answer = response.json()
@@ -90,7 +89,7 @@ def test_a_failed_audit_write_answers_503_and_no_decision(
             connection.execute(text("ALTER TABLE audit_decisions_away RENAME TO audit_decisions"))
     assert _rows(engine) == 0
 
-    response = httpx.post(f"{scenario_server.url}/v1/decisions", json=REQUEST, timeout=10)
+    response = scenario_server.post("/v1/decisions", json=REQUEST)
     assert response.status_code == 200
     assert _rows(engine) == 1
 
@@ -119,10 +118,10 @@ def test_a_stalled_audit_write_answers_503_within_the_timeout(
     scenario_server: Server, engine: Engine
 ) -> None:
     with _audit_table_locked(engine):
-        response = httpx.post(f"{scenario_server.url}/v1/decisions", json=REQUEST, timeout=20)
+        response = scenario_server.post("/v1/decisions", json=REQUEST, timeout=20)
         assert response.status_code == 503
         assert "decision_id" not in response.json()
-    response = httpx.post(f"{scenario_server.url}/v1/decisions", json=REQUEST, timeout=20)
+    response = scenario_server.post("/v1/decisions", json=REQUEST, timeout=20)
     assert response.status_code == 200
 
 

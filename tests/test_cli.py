@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import casbin
-import httpx
 import yaml
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -96,7 +95,7 @@ def test_a_running_server_decides_on_a_new_version_within_a_second(
         "field": "criminal.convictions",
         "purpose": "safeguarding.adults",
     }
-    first = httpx.post(f"{server.url}/v1/decisions", json=request).json()
+    first = server.post("/v1/decisions", json=request).json()
     assert (first["decision"], first["reasons"][0]["agreement_version"]) == ("permit", 1)
 
     changed = folder / "isa-adult-safeguarding.yaml"
@@ -106,7 +105,7 @@ def test_a_running_server_decides_on_a_new_version_within_a_second(
     accord("agreements", "import", str(changed), env=env)
     imported = time.monotonic()
     while True:
-        answer = httpx.post(f"{server.url}/v1/decisions", json=request).json()
+        answer = server.post("/v1/decisions", json=request).json()
         if answer["decision"] == "deny":
             break
         assert time.monotonic() - imported < 3, "the suspension was not picked up"

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import httpx
 
+from app.db import make_engine
+from app.policy_state import read_revision
 from tests.conftest import Backend, Server, free_port, scenario_env
 
 
@@ -20,7 +22,9 @@ def test_readyz_reports_the_policy_revision(
     server = server_factory(scenario_env(database_url))
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz").json()
-    assert ready == {"status": "ready", "policy_revision": 0}
+    with make_engine(database_url).connect() as connection:
+        revision = read_revision(connection)
+    assert ready == {"status": "ready", "policy_revision": revision}
 
 
 def test_without_a_schema_the_service_is_not_ready_and_decides_nothing(backend: Backend) -> None:
@@ -48,6 +52,7 @@ def test_without_a_schema_the_service_is_not_ready_and_decides_nothing(backend: 
         assert ready.headers["content-type"] == "application/problem+json"
         decision = httpx.post(
             f"{base}/v1/decisions",
+            headers={"authorization": "Bearer any-key"},
             json={
                 "requester": "police.lancashire",
                 "holder": "probation.north-west",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -48,9 +47,7 @@ def test_all_scenario_cases_are_present() -> None:
 def test_scenario_case(scenario_service: ScenarioService, case: dict[str, Any]) -> None:
     request, expect = case["request"], case["expect"]
     rows_before = _audit_count(scenario_service)
-    response = httpx.post(
-        f"{scenario_service.server.url}/v1/decisions", json=_body(request), timeout=10
-    )
+    response = scenario_service.server.post("/v1/decisions", json=_body(request))
 
     if "status" in expect:
         assert response.status_code == expect["status"], response.text
@@ -87,6 +84,8 @@ def test_scenario_case(scenario_service: ScenarioService, case: dict[str, Any]) 
     assert row.break_glass is answer["break_glass"]
     assert row.justification == (context.get("justification") if context.get("emergency") else None)
     assert row.policy_revision == answer["policy_revision"]
+    assert row.client == scenario_service.server.client_id
+    assert (row.user_ref, row.case_ref) == (context.get("user"), context.get("case_ref"))
 
 
 def test_unknown_names_are_named_in_the_problem(scenario_service: ScenarioService) -> None:
@@ -98,9 +97,7 @@ def test_unknown_names_are_named_in_the_problem(scenario_service: ScenarioServic
         "an emergency with no justification is refused": ("context", "justification"),
     }
     for case_name, (part, text) in expected_names.items():
-        response = httpx.post(
-            f"{scenario_service.server.url}/v1/decisions", json=_body(by_name[case_name])
-        )
+        response = scenario_service.server.post("/v1/decisions", json=_body(by_name[case_name]))
         problem = response.json()
         assert response.status_code == 422
         assert problem["invalid_params"][0]["name"] == part
@@ -109,8 +106,8 @@ def test_unknown_names_are_named_in_the_problem(scenario_service: ScenarioServic
 
 @pytest.mark.parametrize("batch", BATCHES, ids=[batch["name"] for batch in BATCHES])
 def test_scenario_batch(scenario_service: ScenarioService, batch: dict[str, Any]) -> None:
-    response = httpx.post(
-        f"{scenario_service.server.url}/v1/decisions/batch",
+    response = scenario_service.server.post(
+        "/v1/decisions/batch",
         json=_body(batch["request"]),
         headers={"x-request-id": "scenario-batch-1"},
         timeout=10,

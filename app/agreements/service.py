@@ -1,4 +1,9 @@
-"""Storing agreements as immutable versions; the one import path for files and the API."""
+"""Agreements as immutable versions: create, revise, activate, suspend, revoke, import.
+
+Every write goes through `_store_version`: the document is validated against
+the vocabulary, stored as the next version, logged in the change log and the
+policy revision is bumped, all in the caller's transaction.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,20 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound
+from app.changelog.service import record_change
+from app.errors import Conflict, InvalidRequest, NotFound
 from app.models import AgreementVersion
 from app.policy.agreements import Agreement, AgreementInvalid, Problem, parse_agreement
 from app.policy.vocabulary import Vocabulary
 from app.policy_state import bump_revision
+
+# action -> (statuses it may start from, status it leads to)
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "activate": (frozenset({"draft", "suspended"}), "active"),
+    "suspend": (frozenset({"active"}), "suspended"),
+    "revoke": (frozenset({"draft", "active", "suspended"}), "revoked"),
+}
+PAST_TENSE = {"activate": "activated", "suspend": "suspended", "revoke": "revoked"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +37,14 @@ class ImportResult:
     agreement_id: str
     version: int
     changed: bool
+
+
+class ImportRefused(ValueError):
+    """One or more documents of an import were invalid; nothing was stored."""
+
+    def __init__(self, problems: list[AgreementInvalid]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
 
 
 def _canonical(document: Any) -> Any:
@@ -38,6 +60,12 @@ def _canonical(document: Any) -> Any:
 
 def _digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def _summary(row: AgreementVersion | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"version": row.version, "status": row.status, "document": row.document}
 
 
 def current_versions(session: Session) -> list[AgreementVersion]:
@@ -59,16 +87,33 @@ def current_versions(session: Session) -> list[AgreementVersion]:
     )
 
 
-def current_version(session: Session, agreement_id: str) -> AgreementVersion:
-    row = session.scalars(
+def _latest(session: Session, agreement_id: str) -> AgreementVersion | None:
+    return session.scalars(
         select(AgreementVersion)
         .where(AgreementVersion.agreement_id == agreement_id)
         .order_by(AgreementVersion.version.desc())
         .limit(1)
     ).first()
+
+
+def current_version(session: Session, agreement_id: str) -> AgreementVersion:
+    row = _latest(session, agreement_id)
     if row is None:
         raise NotFound(f"no agreement '{agreement_id}'")
     return row
+
+
+def version_history(session: Session, agreement_id: str) -> list[AgreementVersion]:
+    rows = list(
+        session.scalars(
+            select(AgreementVersion)
+            .where(AgreementVersion.agreement_id == agreement_id)
+            .order_by(AgreementVersion.version)
+        )
+    )
+    if not rows:
+        raise NotFound(f"no agreement '{agreement_id}'")
+    return rows
 
 
 def current_agreements(session: Session, vocabulary: Vocabulary) -> list[Agreement]:
@@ -84,15 +129,135 @@ def current_agreements(session: Session, vocabulary: Vocabulary) -> list[Agreeme
     ]
 
 
+def _store_version(
+    session: Session,
+    *,
+    document: dict[str, Any],
+    vocabulary: Vocabulary,
+    previous: AgreementVersion | None,
+    change: str,
+    reason: str | None,
+    actor: str,
+    source: str = "agreement",
+) -> AgreementVersion:
+    agreement = parse_agreement(document, vocabulary, source=source)
+    row = AgreementVersion(
+        agreement_id=agreement.id,
+        version=1 if previous is None else previous.version + 1,
+        status=agreement.status,
+        document=document,
+        content_sha256=_digest(document),
+        change=change,
+        reason=reason,
+        created_at=datetime.now(UTC),
+        created_by=actor,
+    )
+    session.add(row)
+    session.flush()
+    record_change(
+        session,
+        actor=actor,
+        action=f"agreement.{change}",
+        target_type="agreement",
+        target_id=agreement.id,
+        before=_summary(previous),
+        after=_summary(row),
+    )
+    bump_revision(session)
+    return row
+
+
+def create_agreement(
+    session: Session, *, document: dict[str, Any], vocabulary: Vocabulary, actor: str
+) -> AgreementVersion:
+    """A new agreement starts as a draft (version 1)."""
+    document = _canonical(document)
+    status = document.setdefault("status", "draft")
+    if status != "draft":
+        raise InvalidRequest("status", "a new agreement starts as draft; activate it afterwards")
+    agreement_id = document.get("id")
+    if isinstance(agreement_id, str) and _latest(session, agreement_id) is not None:
+        raise Conflict(f"agreement '{agreement_id}' exists already; post a new version instead")
+    return _store_version(
+        session,
+        document=document,
+        vocabulary=vocabulary,
+        previous=None,
+        change="created",
+        reason=None,
+        actor=actor,
+    )
+
+
+def revise_agreement(
+    session: Session,
+    *,
+    agreement_id: str,
+    document: dict[str, Any],
+    vocabulary: Vocabulary,
+    reason: str | None,
+    actor: str,
+) -> AgreementVersion:
+    """A new version with changed terms; its status stays what it was."""
+    previous = current_version(session, agreement_id)
+    if previous.status == "revoked":
+        raise Conflict(f"agreement '{agreement_id}' is revoked; it cannot change")
+    document = _canonical(document)
+    if document.get("id", agreement_id) != agreement_id:
+        raise InvalidRequest("id", f"a version of '{agreement_id}' must keep its id")
+    status = document.setdefault("status", previous.status)
+    if status != previous.status:
+        raise InvalidRequest(
+            "status", "status changes through activate, suspend or revoke, not a new version"
+        )
+    document["id"] = agreement_id
+    if _digest(document) == previous.content_sha256:
+        raise Conflict(f"the document is the same as version {previous.version}")
+    return _store_version(
+        session,
+        document=document,
+        vocabulary=vocabulary,
+        previous=previous,
+        change="revised",
+        reason=reason,
+        actor=actor,
+    )
+
+
+def change_status(
+    session: Session,
+    *,
+    agreement_id: str,
+    action: str,
+    reason: str | None,
+    vocabulary: Vocabulary,
+    actor: str,
+) -> AgreementVersion:
+    """Activate, suspend or revoke: a new version that differs only in status."""
+    starts, target = TRANSITIONS[action]
+    previous = current_version(session, agreement_id)
+    if previous.status not in starts:
+        raise Conflict(f"agreement '{agreement_id}' is {previous.status}; it cannot {action}")
+    return _store_version(
+        session,
+        document={**previous.document, "status": target},
+        vocabulary=vocabulary,
+        previous=previous,
+        change=PAST_TENSE[action],
+        reason=reason,
+        actor=actor,
+    )
+
+
 def import_agreements(
     session: Session, documents: list[tuple[str, Any]], *, vocabulary: Vocabulary, actor: str
 ) -> list[ImportResult]:
-    """Validate every document, then store each changed one as a new version.
+    """Validate every document, then store each new or changed one as a version.
 
     All or nothing: one invalid document refuses the whole import, so the
     live policy never holds half of a set of files.
     """
-    parsed: list[tuple[Agreement, dict[str, Any]]] = []
+    parsed: list[tuple[Agreement, dict[str, Any], str]] = []
     problems: list[AgreementInvalid] = []
     seen: set[str] = set()
     for source, document in documents:
@@ -106,40 +271,25 @@ def import_agreements(
             problems.append(AgreementInvalid(source, [duplicate]))
             continue
         seen.add(agreement.id)
-        parsed.append((agreement, _canonical(document)))
+        parsed.append((agreement, _canonical(document), source))
     if problems:
         raise ImportRefused(problems)
 
-    current = {row.agreement_id: row for row in current_versions(session)}
     results: list[ImportResult] = []
-    now = datetime.now(UTC)
-    for agreement, document in parsed:
-        digest = _digest(document)
-        previous = current.get(agreement.id)
-        if previous is not None and previous.content_sha256 == digest:
+    for agreement, document, source in parsed:
+        previous = _latest(session, agreement.id)
+        if previous is not None and previous.content_sha256 == _digest(document):
             results.append(ImportResult(agreement.id, previous.version, changed=False))
             continue
-        version = 1 if previous is None else previous.version + 1
-        session.add(
-            AgreementVersion(
-                agreement_id=agreement.id,
-                version=version,
-                status=agreement.status,
-                document=document,
-                content_sha256=digest,
-                created_at=now,
-                created_by=actor,
-            )
+        row = _store_version(
+            session,
+            document=document,
+            vocabulary=vocabulary,
+            previous=previous,
+            change="imported",
+            reason=f"imported from {source}",
+            actor=actor,
+            source=source,
         )
-        results.append(ImportResult(agreement.id, version, changed=True))
-    if any(result.changed for result in results):
-        bump_revision(session)
+        results.append(ImportResult(agreement.id, row.version, changed=True))
     return results
-
-
-class ImportRefused(ValueError):
-    """One or more documents of an import were invalid; nothing was stored."""
-
-    def __init__(self, problems: list[AgreementInvalid]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(problem) for problem in problems))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidRequest, NotFound
+from app.errors import NotFound
 from app.models import AuditDecision
+from app.pagination import keyset_page
 
 
 @dataclass(frozen=True)
@@ -23,21 +22,6 @@ class AuditFilter:
     decision: str | None = None
     decided_from: datetime | None = None  # inclusive
     decided_until: datetime | None = None  # exclusive
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        if prefix != "seq" or not number.isdigit():
-            raise ValueError(cursor)
-        return int(number)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidRequest("cursor", "is not a cursor this service gave out") from exc
 
 
 def search_decisions(
@@ -58,12 +42,7 @@ def search_decisions(
         query = query.where(AuditDecision.decided_at >= where.decided_from)
     if where.decided_until is not None:
         query = query.where(AuditDecision.decided_at < where.decided_until)
-    if cursor is not None:
-        query = query.where(AuditDecision.seq < decode_cursor(cursor))
-    rows = list(session.scalars(query.order_by(AuditDecision.seq.desc()).limit(limit + 1)))
-    if len(rows) > limit:
-        return rows[:limit], encode_cursor(rows[limit - 1].seq)
-    return rows, None
+    return keyset_page(session, query, AuditDecision.seq, limit=limit, cursor=cursor)
 
 
 def get_decision(session: Session, decision_id: str) -> AuditDecision:

@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from app.audit import queries
-from app.auth import CurrentCaller
+from app.auth import Auditor
 from app.deps import DbSession
 from app.problems import Problem
-from app.schemas_common import PersonId, VocabularyName
+from app.schemas_common import PersonId, UtcDatetime, VocabularyName
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -51,14 +51,14 @@ class AuditPage(BaseModel):
 @router.get("/decisions", responses={422: {"model": Problem}})
 def search_decisions(
     session: DbSession,
-    caller: CurrentCaller,
+    caller: Auditor,
     person: Annotated[PersonId | None, Query()] = None,
     requester: Annotated[VocabularyName | None, Query()] = None,
     holder: Annotated[VocabularyName | None, Query()] = None,
     purpose: Annotated[VocabularyName | None, Query()] = None,
     decision: Annotated[Literal["permit", "deny"] | None, Query()] = None,
-    decided_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    decided_until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    decided_from: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    decided_until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditPage:
@@ -85,7 +85,7 @@ def search_decisions(
 @router.get("/decisions/{decision_id}", responses={404: {"model": Problem}})
 def get_decision(
     session: DbSession,
-    caller: CurrentCaller,
+    caller: Auditor,
     decision_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
 ) -> AuditDecisionOut:
     """One recorded decision."""

@@ -40,6 +40,7 @@ class Question:
 class PersonFacts:
     person_id: str
     age: int | None
+    info_unavailable: bool = False  # the person-information service failed to answer
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ def _explain_deny(
         if reached > furthest:
             furthest, behind = reached, agreement
     reason = DENY_STAGES[furthest]
+    if reason == "subject-condition-not-met" and facts.info_unavailable:
+        reason = "person-info-unavailable"
     return Decision(
         field=question.field,
         permit=False,
@@ -156,6 +159,8 @@ def _deny_message(
         return f"{name} grants nothing for {question.purpose}"
     if reason == "field-not-covered":
         return f"{name} does not grant {question.field} for {question.purpose}"
+    if reason == "person-info-unavailable":
+        return f"the person-information service did not answer, so {name}'s conditions fail"
     if reason == "subject-condition-not-met":
         age = "unknown" if facts.age is None else str(facts.age)
         return f"the person (age {age}) does not meet the subject conditions of {name}"

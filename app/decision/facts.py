@@ -1,27 +1,104 @@
 """Person facts for a decision: the attributes a grant's conditions need.
 
-Today they come from the request's `subject.attributes`; the register's
-restrictions and consents are compiled into the policy itself.
+They come from the request's `subject.attributes`; when those lack an age that
+an agreement between the parties conditions on, and a person-information
+service is configured, they are fetched over HTTP (timeout, bounded cache,
+pooled connections). A failed fetch is remembered in the facts, so that a
+condition it left unchecked denies with `person-info-unavailable`: never a permit.
+The register's restrictions and consents are compiled into the policy itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
+from urllib.parse import quote
+
+import httpx
+import structlog
+from cachetools import TTLCache
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.decision.engine import PersonFacts
 from app.decision.schemas import Subject
 
+log = structlog.get_logger(__name__)
 
-def _age_on(birth_date: date, today: date) -> int:
+
+class PersonInfo(BaseModel):
+    """What Accord reads from the person-information service's JSON answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    age: int | None = Field(default=None, ge=0, le=150)
+    birth_date: date | None = None
+
+
+class PersonInfoUnavailable(Exception):
+    """The service could not be reached, answered an error, or answered nonsense."""
+
+
+class PersonInfoService:
+    def __init__(
+        self, url_template: str, *, timeout_seconds: float, cache_seconds: float, cache_size: int
+    ) -> None:
+        self._url_template = url_template
+        self._timeout = timeout_seconds
+        self._client = httpx.AsyncClient(
+            timeout=timeout_seconds,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+        self._cache: TTLCache[str, PersonInfo] = TTLCache(
+            maxsize=cache_size, ttl=max(cache_seconds, 0.001)
+        )
+
+    async def lookup(self, person_id: str) -> PersonInfo:
+        cached = self._cache.get(person_id)
+        if cached is not None:
+            return cached
+        url = self._url_template.replace("{person_id}", quote(person_id, safe=""))
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.get(url, headers={"accept": "application/json"})
+            response.raise_for_status()
+            info = PersonInfo.model_validate_json(response.content)
+        except (TimeoutError, httpx.HTTPError, ValidationError) as exc:
+            log.warning("person information unavailable", error_type=type(exc).__name__)
+            raise PersonInfoUnavailable(type(exc).__name__) from exc
+        self._cache[person_id] = info
+        return info
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _age_on(birth_date: date, today: date) -> int | None:
     before_birthday = (today.month, today.day) < (birth_date.month, birth_date.day)
-    return today.year - birth_date.year - before_birthday
+    age = today.year - birth_date.year - before_birthday
+    return age if age >= 0 else None  # a birth date in the future tells us nothing
 
 
-def person_facts(subject: Subject, today: date) -> PersonFacts:
+def _age(age: int | None, birth_date: date | None, today: date) -> int | None:
+    if age is not None:
+        return age
+    return None if birth_date is None else _age_on(birth_date, today)
+
+
+def given_facts(subject: Subject, today: date) -> PersonFacts:
+    """The facts the request itself carries."""
     attributes = subject.attributes
-    age = attributes.age
-    if age is None and attributes.birth_date is not None:
-        age = _age_on(attributes.birth_date, today)
-        if age < 0:
-            age = None  # a birth date in the future tells us nothing
-    return PersonFacts(person_id=subject.id, age=age)
+    return PersonFacts(subject.id, _age(attributes.age, attributes.birth_date, today))
+
+
+async def person_facts(
+    subject: Subject, today: date, *, needs_age: bool, person_info: PersonInfoService | None
+) -> PersonFacts:
+    given = given_facts(subject, today)
+    if given.age is not None or not needs_age or person_info is None:
+        return given
+    try:
+        info = await person_info.lookup(subject.id)
+    except PersonInfoUnavailable:
+        return PersonFacts(person_id=subject.id, age=None, info_unavailable=True)
+    return PersonFacts(person_id=subject.id, age=_age(info.age, info.birth_date, today))

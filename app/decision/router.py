@@ -1,12 +1,13 @@
-"""HTTP for decisions: parse, call the service, shape the answer. Nothing else."""
+"""HTTP for decisions and simulations: parse, call the service, shape the answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth import CurrentCaller
+from app.auth import Decider, Overseer
 from app.decision import service
 from app.decision.schemas import (
     BatchDecisionOut,
@@ -16,15 +17,31 @@ from app.decision.schemas import (
     ObligationOut,
     Reason,
 )
-from app.deps import AppSettings, Live, RequestId, Writer
+from app.deps import AppSettings, Live, PersonInfo, RequestId, Writer
 from app.problems import Problem
 
-router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
+router = APIRouter(tags=["decisions"])
 ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"model": Problem, "description": "The client may not act for these agencies"},
     413: {"model": Problem, "description": "Request body too large"},
     422: {"model": Problem, "description": "Invalid request, or a name not in the vocabulary"},
     503: {"model": Problem, "description": "No decision: the audit or policy is unavailable"},
 }
+
+
+class SimulationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request: BatchDecisionRequest = Field(description="As for /v1/decisions/batch")
+    agreement: dict[str, Any] | None = Field(
+        default=None,
+        description="A draft agreement to evaluate as if it were in force, in place of any "
+        "live agreement with its id; omitted: the live policy alone",
+    )
+
+
+class SimulationOut(BatchDecisionOut):
+    simulation: bool = Field(default=True, description="Always true: nothing was recorded")
 
 
 def _out(recorded: service.RecordedDecision, answer: service.Answer) -> DecisionOut:
@@ -50,12 +67,23 @@ def _out(recorded: service.RecordedDecision, answer: service.Answer) -> Decision
     )
 
 
-@router.post("", responses=ERRORS)
+def _batch(answer: service.Answer) -> dict[str, Any]:
+    decisions = [_out(recorded, answer) for recorded in answer.decisions]
+    return {
+        "decisions": decisions,
+        "permitted": [d.field for d in decisions if d.decision == "permit"],
+        "policy_revision": answer.policy_revision,
+        "decided_at": answer.decided_at,
+    }
+
+
+@router.post("/v1/decisions", responses=ERRORS)
 async def decide(
     body: DecisionRequest,
-    caller: CurrentCaller,
+    caller: Decider,
     live: Live,
     writer: Writer,
+    person_info: PersonInfo,
     settings: AppSettings,
     request_id: RequestId,
 ) -> DecisionOut:
@@ -66,17 +94,19 @@ async def decide(
         request_id=request_id,
         live=live,
         writer=writer,
+        person_info=person_info,
         max_fields=settings.max_batch_fields,
     )
     return _out(answer.decisions[0], answer)
 
 
-@router.post("/batch", responses=ERRORS)
+@router.post("/v1/decisions/batch", responses=ERRORS)
 async def decide_batch(
     body: BatchDecisionRequest,
-    caller: CurrentCaller,
+    caller: Decider,
     live: Live,
     writer: Writer,
+    person_info: PersonInfo,
     settings: AppSettings,
     request_id: RequestId,
 ) -> BatchDecisionOut:
@@ -87,12 +117,26 @@ async def decide_batch(
         request_id=request_id,
         live=live,
         writer=writer,
+        person_info=person_info,
         max_fields=settings.max_batch_fields,
     )
-    decisions = [_out(recorded, answer) for recorded in answer.decisions]
-    return BatchDecisionOut(
-        decisions=decisions,
-        permitted=[d.field for d in decisions if d.decision == "permit"],
-        policy_revision=answer.policy_revision,
-        decided_at=answer.decided_at,
+    return BatchDecisionOut(**_batch(answer))
+
+
+@router.post("/v1/simulate", responses=ERRORS)
+async def simulate(
+    body: SimulationRequest,
+    caller: Overseer,
+    live: Live,
+    person_info: PersonInfo,
+    settings: AppSettings,
+) -> SimulationOut:
+    """Evaluate a request, optionally with a draft agreement in force; record nothing."""
+    answer = await service.simulate(
+        body.request,
+        draft=body.agreement,
+        live=live,
+        person_info=person_info,
+        max_fields=settings.max_batch_fields,
     )
+    return SimulationOut(**_batch(answer))

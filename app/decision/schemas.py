@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.schemas_common import LongText, PersonId, ShortText, VocabularyName
 
@@ -25,6 +25,13 @@ class SubjectAttributes(Strict):
         if self.age is not None and self.birth_date is not None:
             raise ValueError("give age or birth_date, not both")
         return self
+
+    @field_validator("birth_date")
+    @classmethod
+    def _plausible_birth_date(cls, value: date | None) -> date | None:
+        if value is not None and not date(1870, 1, 1) <= value <= date.today():
+            raise ValueError("must be a past date within the last 150 years")
+        return value
 
 
 class Subject(Strict):
@@ -58,17 +65,12 @@ class BatchDecisionRequest(Strict):
     requester: VocabularyName
     holder: VocabularyName
     subject: Subject
-    fields: list[VocabularyName] | Literal["*"] = Field(
-        description='Fields to decide, or "*" for every leaf field of the vocabulary'
-    )
+    fields: (
+        Annotated[list[VocabularyName], Field(min_length=1, max_length=MAX_BATCH_FIELDS)]
+        | Literal["*"]
+    ) = Field(description='Fields to decide, or "*" for every leaf field of the vocabulary')
     purpose: VocabularyName
     context: RequestContext = Field(default_factory=RequestContext)
-
-    @model_validator(mode="after")
-    def _bounded_fields(self) -> Self:
-        if isinstance(self.fields, list) and not 1 <= len(self.fields) <= MAX_BATCH_FIELDS:
-            raise ValueError(f"fields must list 1 to {MAX_BATCH_FIELDS} fields")
-        return self
 
 
 class Reason(BaseModel):
@@ -86,7 +88,7 @@ class ObligationOut(BaseModel):
 
 
 class DecisionOut(BaseModel):
-    decision_id: str
+    decision_id: str | None = Field(description="The audit row's id (null in a simulation)")
     field: str
     decision: Literal["permit", "deny"]
     reasons: list[Reason]

@@ -1,7 +1,8 @@
 """The decision path, in order: validate -> person facts -> evaluate -> record -> respond.
 
-The only module that knows the order. Single and batch requests both come
-through `decide`; nothing is answered until its audit rows are committed.
+The only module that knows the order. Single, batch and simulated requests
+all come through `_evaluate_request`; a real decision is answered only after
+its audit rows are committed, a simulation writes nothing.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from app.audit.writer import AuditRecord, AuditWriter
 from app.auth import Caller
 from app.decision.engine import Decision, Question, evaluate
-from app.decision.facts import person_facts
-from app.decision.schemas import BatchDecisionRequest, DecisionRequest
-from app.errors import InvalidRequest
+from app.decision.facts import PersonInfoService, person_facts
+from app.decision.validate import AnyDecisionRequest, requested_fields, validate_names
 from app.live_policy import LivePolicy
-from app.policy.vocabulary import Vocabulary
+from app.policy.agreements import parse_agreement
+from app.policy.compiler import CompiledPolicy, compile_policy
 
 
 @dataclass(frozen=True)
 class RecordedDecision:
-    decision_id: str
+    decision_id: str | None  # None for a simulation, which records nothing
     decision: Decision
 
 
@@ -33,50 +35,29 @@ class Answer:
     decided_at: datetime
 
 
-def _validate(
-    vocabulary: Vocabulary, request: DecisionRequest | BatchDecisionRequest, fields: list[str]
-) -> None:
-    for location, agency in (("requester", request.requester), ("holder", request.holder)):
-        if agency not in vocabulary.agencies:
-            raise InvalidRequest(location, f"unknown agency '{agency}'")
-    if request.purpose not in vocabulary.purposes:
-        raise InvalidRequest("purpose", f"unknown purpose '{request.purpose}'")
-    field_location = "field" if isinstance(request, DecisionRequest) else "fields"
-    for field in fields:
-        if field not in vocabulary.fields:
-            raise InvalidRequest(field_location, f"unknown field '{field}'")
-    if len(set(fields)) != len(fields):
-        raise InvalidRequest(field_location, "a field is listed more than once")
-
-
-async def decide(
-    request: DecisionRequest | BatchDecisionRequest,
+async def _evaluate_request(
+    request: AnyDecisionRequest,
     *,
-    caller: Caller,
-    request_id: str,
-    live: LivePolicy,
-    writer: AuditWriter,
+    policy: CompiledPolicy,
+    person_info: PersonInfoService | None,
     max_fields: int,
+    decider: Caller | None,
 ) -> Answer:
-    """Decide every field asked for on one policy revision, record them, then answer."""
-    policy = live.current
-    if isinstance(request, DecisionRequest):
-        fields = [request.field]
-    elif request.fields == "*":
-        fields = list(policy.vocabulary.fields.leaves())
-    else:
-        fields = list(request.fields)
-    if len(fields) > max_fields:
-        raise InvalidRequest("fields", f"at most {max_fields} fields may be asked in one batch")
-    _validate(policy.vocabulary, request, fields)
-    caller.check_may_decide(requester=request.requester, holder=request.holder)
-
+    """Evaluate every field; `decider` is checked for its agencies (None: a simulation)."""
+    fields = requested_fields(request, policy.vocabulary, max_fields)
+    validate_names(policy.vocabulary, request, fields)
+    if decider is not None:
+        decider.check_may_decide(requester=request.requester, holder=request.holder)
     now = datetime.now(UTC)
-    facts = person_facts(request.subject, now.date())
-    emergency = request.context.emergency
+    facts = await person_facts(
+        request.subject,
+        now.date(),
+        needs_age=(request.requester, request.holder) in policy.age_conditioned_pairs,
+        person_info=person_info,
+    )
     decisions = [
         RecordedDecision(
-            decision_id=str(uuid.uuid4()),
+            decision_id=str(uuid.uuid4()) if decider is not None else None,
             decision=evaluate(
                 policy,
                 Question(
@@ -85,7 +66,7 @@ async def decide(
                     person_id=request.subject.id,
                     field=field,
                     purpose=request.purpose,
-                    emergency=emergency,
+                    emergency=request.context.emergency,
                 ),
                 facts,
                 now,
@@ -93,31 +74,104 @@ async def decide(
         )
         for field in fields
     ]
+    return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
+
+
+def _audit_record(
+    recorded: RecordedDecision,
+    request: AnyDecisionRequest,
+    answer: Answer,
+    *,
+    caller: Caller,
+    request_id: str,
+) -> AuditRecord:
+    decision, context = recorded.decision, request.context
+    assert recorded.decision_id is not None
+    return AuditRecord(
+        decision_id=recorded.decision_id,
+        request_id=request_id,
+        decided_at=answer.decided_at,
+        client=caller.client_id,
+        requester=request.requester,
+        holder=request.holder,
+        person_id=request.subject.id,
+        field=decision.field,
+        purpose=request.purpose,
+        decision="permit" if decision.permit else "deny",
+        reason=decision.reason,
+        agreement_id=decision.agreement_id,
+        agreement_version=decision.agreement_version,
+        restriction_id=decision.restriction_id,
+        consent_id=decision.consent_id,
+        break_glass=decision.break_glass,
+        justification=context.justification if context.emergency else None,
+        user_ref=context.user,
+        case_ref=context.case_ref,
+        policy_revision=answer.policy_revision,
+    )
+
+
+async def decide(
+    request: AnyDecisionRequest,
+    *,
+    caller: Caller,
+    request_id: str,
+    live: LivePolicy,
+    writer: AuditWriter,
+    person_info: PersonInfoService | None,
+    max_fields: int,
+) -> Answer:
+    """Decide every field asked for on one policy revision, record them, then answer."""
+    answer = await _evaluate_request(
+        request,
+        policy=live.current,
+        person_info=person_info,
+        max_fields=max_fields,
+        decider=caller,
+    )
     await writer.write(
         [
-            AuditRecord(
-                decision_id=recorded.decision_id,
-                request_id=request_id,
-                decided_at=now,
-                client=caller.client_id,
-                requester=request.requester,
-                holder=request.holder,
-                person_id=request.subject.id,
-                field=recorded.decision.field,
-                purpose=request.purpose,
-                decision="permit" if recorded.decision.permit else "deny",
-                reason=recorded.decision.reason,
-                agreement_id=recorded.decision.agreement_id,
-                agreement_version=recorded.decision.agreement_version,
-                restriction_id=recorded.decision.restriction_id,
-                consent_id=recorded.decision.consent_id,
-                break_glass=recorded.decision.break_glass,
-                justification=request.context.justification if emergency else None,
-                user_ref=request.context.user,
-                case_ref=request.context.case_ref,
-                policy_revision=policy.revision,
-            )
-            for recorded in decisions
+            _audit_record(recorded, request, answer, caller=caller, request_id=request_id)
+            for recorded in answer.decisions
         ]
     )
-    return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
+    return answer
+
+
+async def simulate(
+    request: AnyDecisionRequest,
+    *,
+    draft: dict[str, Any] | None,
+    live: LivePolicy,
+    person_info: PersonInfoService | None,
+    max_fields: int,
+) -> Answer:
+    """Evaluate against the live policy, or with `draft` in force in place of its namesake.
+
+    Nothing is recorded: a simulation is not a disclosure.
+    """
+    policy = live.current
+    if draft is not None:
+        live_agreement = policy.agreements.get(str(draft.get("id")))
+        live_version = live_agreement.version if live_agreement else 0
+        agreement = parse_agreement(
+            {**draft, "status": "active"},
+            policy.vocabulary,
+            version=live_version + 1,
+            source="draft",
+        )
+        others = [a for a in policy.agreements.values() if a.id != agreement.id]
+        policy = compile_policy(
+            revision=policy.revision,
+            vocabulary=policy.vocabulary,
+            agreements=[*others, agreement],
+            register=policy.register,
+            model_text=policy.enforcer.model_text,
+        )
+    return await _evaluate_request(
+        request,
+        policy=policy,
+        person_info=person_info,
+        max_fields=max_fields,
+        decider=None,
+    )

@@ -88,6 +88,7 @@ class CompiledPolicy:
     agreements_by_pair: dict[tuple[str, str], list[Agreement]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    age_conditioned_pairs: set[tuple[str, str]] = field(default_factory=set)
 
     def all_lines(self) -> list[PolicyLine]:
         lines = [line for group in self.person_lines.values() for line in group]
@@ -177,6 +178,10 @@ class _Builder:
         if agreement.status != "active":
             return  # drafts, suspended and revoked agreements permit nothing
         window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
+        if any(
+            g.subject.min_age is not None or g.subject.max_age is not None for g in agreement.grants
+        ):
+            self.policy.age_conditioned_pairs.update(product(requesters, holders))
         for grant in agreement.grants:
             if grant.requires_consent:
                 continue  # compiled per person, joined with consents

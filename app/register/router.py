@@ -6,14 +6,14 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth import CurrentCaller
+from app.auth import Caller, Manager, Overseer
 from app.deps import DbSession, Live
 from app.models import RegisterEntry
 from app.problems import Problem
 from app.register import service
-from app.schemas_common import EntryId, LongText, PersonId, VocabularyName
+from app.schemas_common import EntryId, LongText, PersonId, UtcDatetime, VocabularyName
 
 router = APIRouter(prefix="/v1/register", tags=["register"])
 Names = list[VocabularyName]
@@ -40,7 +40,7 @@ class _EntryIn(BaseModel):
         description="Purposes (and all below); omitted: all",
     )
     reason: LongText = Field(description="Why it was recorded")
-    until: AwareDatetime | date | None = Field(
+    until: UtcDatetime | date | None = Field(
         default=None, description="When it lapses (a date means midnight UTC); omitted: never"
     )
 
@@ -84,7 +84,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": Problem}, 422: {"model
 
 
 def _add(
-    session: DbSession, live: Live, caller: CurrentCaller, body: _EntryIn, kind: str
+    session: DbSession, live: Live, caller: Caller, body: _EntryIn, kind: str
 ) -> RegisterEntryOut:
     row = service.add_entry(
         session,
@@ -109,7 +109,7 @@ def _add(
 
 @router.post("/restrictions", status_code=201, responses=ERRORS)
 def add_restriction(
-    body: RestrictionIn, session: DbSession, live: Live, caller: CurrentCaller
+    body: RestrictionIn, session: DbSession, live: Live, caller: Manager
 ) -> RegisterEntryOut:
     """Record a sealed field or an objection to sharing for one person."""
     return _add(session, live, caller, body, body.kind)
@@ -117,7 +117,7 @@ def add_restriction(
 
 @router.post("/consents", status_code=201, responses=ERRORS)
 def add_consent(
-    body: ConsentIn, session: DbSession, live: Live, caller: CurrentCaller
+    body: ConsentIn, session: DbSession, live: Live, caller: Manager
 ) -> RegisterEntryOut:
     """Record a person's consent to sharing."""
     return _add(session, live, caller, body, "consent")
@@ -126,7 +126,7 @@ def add_consent(
 @router.get("", responses={422: {"model": Problem}})
 def list_register(
     session: DbSession,
-    caller: CurrentCaller,
+    caller: Overseer,
     person: Annotated[PersonId, Query()],
     include_removed: bool = False,
 ) -> RegisterListing:
@@ -143,7 +143,7 @@ def list_register(
     "/{entry_id}", status_code=204, responses={404: {"model": Problem}, 409: {"model": Problem}}
 )
 def remove_entry(
-    session: DbSession, live: Live, caller: CurrentCaller, entry_id: Annotated[EntryId, Path()]
+    session: DbSession, live: Live, caller: Manager, entry_id: Annotated[EntryId, Path()]
 ) -> Response:
     """Remove an entry from force; it stays listed with who removed it and when."""
     service.remove_entry(session, entry_id=entry_id, actor=caller.client_id)

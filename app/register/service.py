@@ -6,10 +6,12 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.models import RegisterEntry
 from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
@@ -27,6 +29,19 @@ class NewEntry:
     purposes: list[str] | None
     reason: str
     until: datetime | None
+
+
+def _summary(row: RegisterEntry) -> dict[str, Any]:
+    return {
+        "person_id": row.person_id,
+        "kind": row.kind,
+        "recipients": row.recipients,
+        "fields": row.fields,
+        "purposes": row.purposes,
+        "reason": row.reason,
+        "until": row.until.isoformat() if row.until else None,
+        "removed": row.removed_at is not None,
+    }
 
 
 def _check_names(entry: NewEntry, vocabulary: Vocabulary) -> None:
@@ -65,6 +80,15 @@ def add_entry(
     )
     session.add(row)
     session.flush()
+    record_change(
+        session,
+        actor=actor,
+        action=f"register.add-{entry.kind}",
+        target_type="register",
+        target_id=entry_id,
+        before=None,
+        after=_summary(row),
+    )
     bump_revision(session)
     return row
 
@@ -83,9 +107,19 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
         raise NotFound(f"no register entry '{entry_id}'")
     if row.removed_at is not None:
         raise Conflict(f"register entry '{entry_id}' was removed already")
+    before = _summary(row)
     row.removed_at = datetime.now(UTC)
     row.removed_by = actor
     session.flush()
+    record_change(
+        session,
+        actor=actor,
+        action=f"register.remove-{row.kind}",
+        target_type="register",
+        target_id=entry_id,
+        before=before,
+        after=_summary(row),
+    )
     bump_revision(session)
     return row
 

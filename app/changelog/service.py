@@ -1,0 +1,56 @@
+"""The change log: every management action with its actor, time, before and after."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import ChangeRecord
+from app.pagination import keyset_page
+
+
+def record_change(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """Add the record to the caller's transaction: it commits with the change or not at all."""
+    session.add(
+        ChangeRecord(
+            at=datetime.now(UTC),
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            before=before,
+            after=after,
+        )
+    )
+
+
+def list_changes(
+    session: Session,
+    *,
+    target_type: str | None,
+    target_id: str | None,
+    actor: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[ChangeRecord], str | None]:
+    """Newest first, a page at a time."""
+    query = select(ChangeRecord)
+    if target_type is not None:
+        query = query.where(ChangeRecord.target_type == target_type)
+    if target_id is not None:
+        query = query.where(ChangeRecord.target_id == target_id)
+    if actor is not None:
+        query = query.where(ChangeRecord.actor == actor)
+    return keyset_page(session, query, ChangeRecord.seq, limit=limit, cursor=cursor)

@@ -1,0 +1,181 @@
+"""Policy test files: requests and the decisions they must get, run on the engine alone.
+
+The format is the shared scenario's `cases.yaml`: an optional `register`
+(restrictions and consents), an optional `now`, `cases` (one field each,
+`expect` of decision, reason, agreement, restriction, break_glass or an HTTP
+`status` for a refused request) and `batches` (`expect.permitted`).
+`accord policy test` runs them like `opa test`: a readable diff per failure.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.decision.engine import Decision, Question, evaluate
+from app.decision.facts import given_facts
+from app.decision.schemas import BatchDecisionRequest, DecisionRequest
+from app.decision.validate import requested_fields, validate_names
+from app.errors import InvalidRequest
+from app.policy.agreements import Agreement
+from app.policy.compiler import CompiledPolicy, compile_policy
+from app.policy.register import Consent, PersonRegister, Restriction, Scope
+from app.policy.vocabulary import Vocabulary
+
+
+@dataclass
+class CaseResult:
+    name: str
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+
+def _moment(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return _moment(datetime.fromisoformat(str(value)))
+
+
+def _scope(entry: Mapping[str, Any]) -> Scope:
+    def names(key: str) -> tuple[str, ...] | None:
+        return tuple(entry[key]) if key in entry else None
+
+    return Scope(names("recipients"), names("fields"), names("purposes"))
+
+
+def register_of(document: Mapping[str, Any], recorded_at: datetime) -> dict[str, PersonRegister]:
+    """A test file's register, as if recorded at `recorded_at`."""
+    restrictions: dict[str, list[Restriction]] = defaultdict(list)
+    consents: dict[str, list[Consent]] = defaultdict(list)
+    for entry in document.get("restrictions", []):
+        restrictions[entry["person"]].append(
+            Restriction(
+                entry["id"],
+                entry["person"],
+                entry["kind"],
+                _scope(entry),
+                recorded_at,
+                _moment(entry.get("until")),
+            )
+        )
+    for entry in document.get("consents", []):
+        consents[entry["person"]].append(
+            Consent(
+                entry["id"],
+                entry["person"],
+                _scope(entry),
+                recorded_at,
+                _moment(entry.get("until")),
+            )
+        )
+    return {
+        person: PersonRegister(tuple(restrictions[person]), tuple(consents[person]))
+        for person in sorted(set(restrictions) | set(consents))
+    }
+
+
+def _decide(
+    policy: CompiledPolicy, request: DecisionRequest | BatchDecisionRequest, now: datetime
+) -> list[Decision]:
+    fields = requested_fields(request, policy.vocabulary, max_fields=10_000)
+    validate_names(policy.vocabulary, request, fields)
+    facts = given_facts(request.subject, now.date())
+    return [
+        evaluate(
+            policy,
+            Question(
+                requester=request.requester,
+                holder=request.holder,
+                person_id=request.subject.id,
+                field=name,
+                purpose=request.purpose,
+                emergency=request.context.emergency,
+            ),
+            facts,
+            now,
+        )
+        for name in fields
+    ]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _check_case(policy: CompiledPolicy, case: Mapping[str, Any], now: datetime) -> CaseResult:
+    result = CaseResult(str(case.get("name", "unnamed case")))
+    expect = case.get("expect", {})
+    body = _jsonable({"context": {}, **case["request"]})
+    try:
+        decision = _decide(policy, DecisionRequest.model_validate(body), now)[0]
+    except (ValidationError, InvalidRequest) as exc:
+        if expect.get("status") != 422:
+            result.mismatches.append(f"request refused (422): {exc}".splitlines()[0])
+        return result
+    if "status" in expect:
+        result.mismatches.append(f"status: expected {expect['status']}, got a decision")
+        return result
+    actual = {
+        "decision": "permit" if decision.permit else "deny",
+        "reason": decision.reason,
+        "agreement": decision.agreement_id,
+        "restriction": decision.restriction_id,
+        "break_glass": decision.break_glass,
+    }
+    for key, wanted in expect.items():
+        if key in actual and actual[key] != wanted:
+            result.mismatches.append(f"{key}: expected {wanted}, got {actual[key]}")
+    return result
+
+
+def _check_batch(policy: CompiledPolicy, batch: Mapping[str, Any], now: datetime) -> CaseResult:
+    result = CaseResult(str(batch.get("name", "unnamed batch")))
+    body = _jsonable({"context": {}, **batch["request"]})
+    try:
+        decisions = _decide(policy, BatchDecisionRequest.model_validate(body), now)
+    except (ValidationError, InvalidRequest) as exc:
+        result.mismatches.append(f"request refused (422): {exc}".splitlines()[0])
+        return result
+    permitted = {d.field for d in decisions if d.permit}
+    wanted = set(batch.get("expect", {}).get("permitted", []))
+    if missing := sorted(wanted - permitted):
+        result.mismatches.append(f"permitted: expected but denied: {', '.join(missing)}")
+    if extra := sorted(permitted - wanted):
+        result.mismatches.append(f"permitted: not expected but permitted: {', '.join(extra)}")
+    return result
+
+
+def run_test_file(
+    document: Mapping[str, Any],
+    *,
+    vocabulary: Vocabulary,
+    agreements: Iterable[Agreement],
+    model_text: str,
+    now: datetime,
+) -> list[CaseResult]:
+    """Every case and batch of one test file, against the given agreements."""
+    at = _moment(document.get("now")) or now
+    policy = compile_policy(
+        revision=0,
+        vocabulary=vocabulary,
+        agreements=agreements,
+        register=register_of(document.get("register") or {}, recorded_at=at),
+        model_text=model_text,
+    )
+    results = [_check_case(policy, case, at) for case in document.get("cases", [])]
+    results += [_check_batch(policy, batch, at) for batch in document.get("batches", [])]
+    return results
