@@ -74,7 +74,7 @@ def _is_union_tag(part: str) -> bool:
 
 async def _validation(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    params = []
+    params: list[dict[str, str]] = []
     for error in exc.errors():
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
         name = _location(tuple(error.get("loc", ())))
