@@ -13,16 +13,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+DEMO_KEY := var/demo.key
+
 run: $(STAMP)
 	mkdir -p var
 	$(ACCORD) db upgrade
 	$(ACCORD) agreements import policies/agreements
+	test -s $(DEMO_KEY) || $(ACCORD) clients create --id local-demo-$$(date +%s) \
+		--name "Local demo" --scopes decide:any,audit,manage \
+		--agencies la.riverton.childrens-services --key-file $(DEMO_KEY)
 	$(ACCORD) serve
 
 test: $(STAMP)
 	$(BIN)/ruff check app tests migrations
 	$(BIN)/ruff format --check app tests migrations
 	$(BIN)/mypy app
+	$(ACCORD) policy test policies/tests
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
         default="info", description="Least severe log level written"
     )
     policy_poll_seconds: float = Field(
-        default=1.0, gt=0, le=60, description="How often a replica checks the policy revision"
+        default=0.5, gt=0, le=60, description="How often a replica checks the policy revision"
     )
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Largest request body accepted (413 beyond)"
