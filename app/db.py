@@ -8,8 +8,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
-def make_engine(url: str) -> Engine:
-    """An engine whose commits are durable (fsync'd) on either backend."""
+def make_engine(url: str, *, write_lock_at_begin: bool = False) -> Engine:
+    """An engine whose commits are durable (fsync'd) on either backend.
+
+    `write_lock_at_begin` makes SQLite take its write lock when a transaction
+    begins (BEGIN IMMEDIATE), as the audit writer needs when several processes
+    read and move the chain head; PostgreSQL uses row locks instead.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
@@ -23,6 +28,14 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            if write_lock_at_begin:
+                dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself
+
+        if write_lock_at_begin:
+
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(connection: Any) -> None:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

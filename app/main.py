@@ -43,8 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
+        audit_engine = make_engine(settings.database_url, write_lock_at_begin=True)
         writer = AuditWriter(
-            engine,
+            audit_engine,
             max_batch_rows=settings.audit_max_batch,
             timeout_seconds=settings.audit_timeout_seconds,
         )
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             await asyncio.to_thread(writer.stop)
+            audit_engine.dispose()
             if person_info is not None:
                 await person_info.aclose()
             engine.dispose()

@@ -111,9 +111,13 @@ class AuditDecision(Base):
         Index("ix_audit_decisions_requester_seq", "requester", "seq"),
         Index("ix_audit_decisions_holder_seq", "holder", "seq"),
         Index("ix_audit_decisions_decided_at", "decided_at"),
+        Index("ix_audit_decisions_client_seq", "client", "seq"),
+        Index("ix_audit_decisions_case_ref_seq", "case_ref", "seq"),
+        Index("ix_audit_decisions_break_glass_seq", "break_glass", "seq"),
     )
 
-    seq: Mapped[int] = mapped_column(SequenceNumber, primary_key=True, autoincrement=True)
+    # Assigned by the writer from the chain head, so seq order is commit order.
+    seq: Mapped[int] = mapped_column(SequenceNumber, primary_key=True, autoincrement=False)
     decision_id: Mapped[str] = mapped_column(String(36), unique=True)
     request_id: Mapped[str] = mapped_column(String(64))
     decided_at: Mapped[datetime]
@@ -134,6 +138,45 @@ class AuditDecision(Base):
     user_ref: Mapped[str | None] = mapped_column(String(128))
     case_ref: Mapped[str | None] = mapped_column(String(128))
     policy_revision: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """One row: the seq and hash of the newest audit row. Writers lock it to chain in order."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(SequenceNumber)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """What a purge removed: the last removed row, whose hash commits to all before it."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    purged_before: Mapped[datetime]
+    last_seq: Mapped[int] = mapped_column(SequenceNumber)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    rows_removed: Mapped[int] = mapped_column(SequenceNumber)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class BreakGlassReview(Base):
+    """An auditor's outcome for one break-glass permit; append-only."""
+
+    __tablename__ = "break_glass_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(String(36), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # justified | not-justified
+    note: Mapped[str] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime]
 
 
 class ApiClient(Base):

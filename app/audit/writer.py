@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select, update
 
-from app.models import AuditDecision
+from app.audit.chain import chain_rows
+from app.models import AuditChainHead, AuditDecision
 
 log = structlog.get_logger(__name__)
 
@@ -117,9 +118,23 @@ class AuditWriter:
         error: BaseException | None = None
         try:
             with self._engine.begin() as connection:
-                connection.execute(
-                    insert(AuditDecision),
+                # The head row's lock orders batches from every replica: seq and the
+                # hash chain follow commit order.
+                head = connection.execute(
+                    select(AuditChainHead.last_seq, AuditChainHead.last_hash)
+                    .where(AuditChainHead.id == 1)
+                    .with_for_update()
+                ).one()
+                rows = chain_rows(
                     [asdict(record) for pending in batch for record in pending.records],
+                    after_seq=head.last_seq,
+                    after_hash=head.last_hash,
+                )
+                connection.execute(insert(AuditDecision), rows)
+                connection.execute(
+                    update(AuditChainHead)
+                    .where(AuditChainHead.id == 1)
+                    .values(last_seq=rows[-1]["seq"], last_hash=rows[-1]["row_hash"])
                 )
             self.commits += 1
         except Exception as exc:  # any failure: no decision may be answered

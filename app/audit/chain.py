@@ -1,0 +1,130 @@
+"""The audit hash chain (pure): each row's hash covers its content and the previous row's hash.
+
+Rows are chained in commit order: the writer takes the chain head under a
+lock, numbers and hashes its batch after it, and moves the head, all in the
+transaction that inserts the rows. Changing, removing or reordering any row
+breaks the chain at that row, and removing rows at the end leaves the head
+pointing past the last row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+GENESIS = "0" * 64
+
+# The columns a row's hash covers, in this order. Adding one is a new chain format.
+CHAINED_COLUMNS = (
+    "seq",
+    "decision_id",
+    "request_id",
+    "decided_at",
+    "client",
+    "requester",
+    "holder",
+    "person_id",
+    "field",
+    "purpose",
+    "decision",
+    "reason",
+    "agreement_id",
+    "agreement_version",
+    "restriction_id",
+    "consent_id",
+    "break_glass",
+    "justification",
+    "user_ref",
+    "case_ref",
+    "policy_revision",
+)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return value
+
+
+def row_hash(previous_hash: str, row: Mapping[str, Any]) -> str:
+    """SHA-256 over the previous hash and the row's chained columns."""
+    content = orjson.dumps([_canonical(row[column]) for column in CHAINED_COLUMNS])
+    return hashlib.sha256(previous_hash.encode() + content).hexdigest()
+
+
+def chain_rows(
+    rows: list[dict[str, Any]], *, after_seq: int, after_hash: str
+) -> list[dict[str, Any]]:
+    """Number and hash `rows` to follow the row (`after_seq`, `after_hash`)."""
+    previous = after_hash
+    for offset, row in enumerate(rows, start=1):
+        row["seq"] = after_seq + offset
+        row["prev_hash"] = previous
+        row["row_hash"] = previous = row_hash(previous, row)
+    return rows
+
+
+@dataclass(frozen=True)
+class ChainStart:
+    """Where verification starts: the genesis, or the checkpoint of the last purge."""
+
+    seq: int  # the seq of the last row before the chain's first remaining row
+    hash: str
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    seq: int
+    decision_id: str | None
+    problem: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    rows_checked: int
+    last_seq: int
+    broken: BrokenLink | None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken is None
+
+
+def verify_rows(
+    rows: Iterable[Mapping[str, Any]], *, start: ChainStart, head_seq: int, head_hash: str
+) -> Verification:
+    """Walk rows in seq order from `start`; stop at the first broken link."""
+    expected_seq, previous, checked = start.seq + 1, start.hash, 0
+    for row in rows:
+        seq, decision_id = int(row["seq"]), str(row["decision_id"])
+        if seq != expected_seq:
+            problem = (
+                f"rows {expected_seq} to {seq - 1} are missing"
+                if seq > expected_seq
+                else (f"row {seq} is out of order")
+            )
+            return Verification(checked, expected_seq - 1, BrokenLink(seq, decision_id, problem))
+        if row["prev_hash"] != previous:
+            return Verification(
+                checked, seq - 1, BrokenLink(seq, decision_id, "does not follow the row before it")
+            )
+        if row_hash(previous, row) != row["row_hash"]:
+            return Verification(
+                checked, seq - 1, BrokenLink(seq, decision_id, "its content was changed")
+            )
+        previous, expected_seq, checked = row["row_hash"], seq + 1, checked + 1
+    last_seq = expected_seq - 1
+    if last_seq != head_seq or previous != head_hash:
+        problem = (
+            f"the chain ends at row {last_seq} but its head records row {head_seq}: "
+            "rows at the end were removed"
+            if last_seq < head_seq
+            else f"the chain ends at row {last_seq}, past its recorded head {head_seq}"
+        )
+        return Verification(checked, last_seq, BrokenLink(last_seq + 1, None, problem))
+    return Verification(checked, last_seq, None)
