@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
-from datetime import UTC, datetime
+import tempfile
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from app.agreements.service import ImportRefused, import_agreements
+from app.audit.integrity import purge_before, verify_chain
 from app.auth import SCOPES
 from app.clients.service import create_client, revoke_client
 from app.config import PROJECT_DIR, get_settings
@@ -26,12 +29,16 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
+    workers = args.workers or settings.workers
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers are separate processes: their metrics are summed through files here.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="accord-metrics-")
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         log_config=None,
         access_log=False,
         proxy_headers=False,
@@ -129,6 +136,59 @@ def _revoke_client(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"client {args.id} revoked")
+    return 0
+
+
+def _audit_verify(_: argparse.Namespace) -> int:
+    engine = make_engine(get_settings().database_url)
+    try:
+        with engine.connect() as connection:
+            result = verify_chain(connection)
+    finally:
+        engine.dispose()
+    if result.broken is not None:
+        link = result.broken
+        print(
+            f"BROKEN at row {link.seq} (decision {link.decision_id or '-'}): {link.problem}; "
+            f"{result.rows_checked} rows verified before it",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"intact: {result.rows_checked} rows verified, chain head at row {result.last_seq}")
+    return 0
+
+
+def _audit_purge(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    oldest_kept = datetime.now(UTC) - timedelta(days=settings.audit_retention_days)
+    before = (
+        oldest_kept
+        if args.before is None
+        else datetime.combine(date.fromisoformat(args.before), time(), tzinfo=UTC)
+    )
+    if before > oldest_kept:
+        print(
+            f"error: {before.date()} is inside the retention period "
+            f"(ACCORD_AUDIT_RETENTION_DAYS={settings.audit_retention_days}); nothing purged",
+            file=sys.stderr,
+        )
+        return 1
+    engine = make_engine(settings.database_url, write_lock_at_begin=True)
+    try:
+        with engine.begin() as connection:
+            purge = purge_before(connection, before=before, actor=args.actor)
+    except InvalidRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if purge is None:
+        print(f"nothing decided before {before.date()} to purge")
+    else:
+        print(
+            f"purged {purge.rows_removed} rows up to row {purge.last_seq}; "
+            "checkpoint recorded, the rest of the chain still verifies"
+        )
     return 0
 
 
@@ -260,6 +320,17 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("id")
     revoke.add_argument("--actor", default="cli", help="who is revoking it (recorded)")
     revoke.set_defaults(run=_revoke_client)
+
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    audit.add_parser("verify", help="check the hash chain; exit 1 at a broken link").set_defaults(
+        run=_audit_verify
+    )
+    purge = audit.add_parser("purge", help="remove rows older than the retention period")
+    purge.add_argument("--before", help="YYYY-MM-DD (default: the retention period's start)")
+    purge.add_argument("--actor", default="cli", help="who is purging (recorded)")
+    purge.set_defaults(run=_audit_purge)
 
     commands.add_parser("openapi", help="print the served OpenAPI schema as YAML").set_defaults(
         run=_openapi

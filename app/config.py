@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     person_info_cache_size: int = Field(
         default=10_000, ge=1, description="Most persons whose attributes are cached"
     )
+    break_glass_review_days: float = Field(
+        default=7, gt=0, description="Days after which an unreviewed break-glass permit is overdue"
+    )
+    audit_retention_days: int = Field(
+        default=6 * 365, ge=1, description="Audit rows younger than this are never purged"
+    )
     audit_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a decision waits for its audit commit (503 after)"
     )

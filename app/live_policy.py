@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from app.agreements.service import current_agreements
 from app.auth import Caller
 from app.clients.service import load_callers
 from app.errors import PolicyUnavailable
+from app.metrics import POLICY_RELOAD_SECONDS, POLICY_REVISION
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import load_vocabulary
 from app.policy_state import read_revision
@@ -88,10 +90,13 @@ class LivePolicy:
                 revision = read_revision(connection)
             if self._state is not None and self._state.policy.revision >= revision:
                 return
+            started = time.perf_counter()
             state = load_state(
                 self._engine, vocabulary_file=self._vocabulary_file, model_file=self._model_file
             )
             self._state = state  # one assignment: decisions in flight keep the old policy
+            POLICY_RELOAD_SECONDS.observe(time.perf_counter() - started)
+            POLICY_REVISION.set(state.policy.revision)
         log.info(
             "policy loaded", policy_revision=state.policy.revision, lines=state.policy.line_count
         )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from app.auth import AnyClient
+from app.metrics import render
 from app.problems import Problem, problem_response
 
 router = APIRouter(tags=["ops"])
@@ -46,3 +49,17 @@ async def readyz(request: Request) -> Readiness | Response:
     if not live.loaded:
         return problem_response(503, "Not ready", "no policy loaded")
     return Readiness(status="ready", policy_revision=live.current.revision)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"}},
+)
+def metrics(request: Request, caller: AnyClient) -> Response:
+    """Prometheus metrics (any API key)."""
+    settings = request.app.state.settings
+    body, content_type = render(
+        request.app.state.engine, timedelta(days=settings.break_glass_review_days)
+    )
+    return Response(body, media_type=content_type)

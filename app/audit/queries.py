@@ -1,48 +1,97 @@
-"""Reading the audit trail: filters and keyset pagination, newest first."""
+"""Reading the audit trail: filters, keyset pagination, streaming, subject-access reports."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
 from app.models import AuditDecision
 from app.pagination import keyset_page
 
+EXPORT_BATCH = 1000
+
 
 @dataclass(frozen=True)
 class AuditFilter:
+    """Each given filter must hold; `fields`/`purposes` already include descendants."""
+
     person_id: str | None = None
     requester: str | None = None
     holder: str | None = None
-    purpose: str | None = None
+    client: str | None = None
+    user_ref: str | None = None
+    case_ref: str | None = None
+    fields: frozenset[str] | None = None
+    purposes: frozenset[str] | None = None
     decision: str | None = None
+    reason: str | None = None
+    agreement_id: str | None = None
+    break_glass: bool | None = None
     decided_from: datetime | None = None  # inclusive
     decided_until: datetime | None = None  # exclusive
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        for column, value in (
+            (AuditDecision.person_id, self.person_id),
+            (AuditDecision.requester, self.requester),
+            (AuditDecision.holder, self.holder),
+            (AuditDecision.client, self.client),
+            (AuditDecision.user_ref, self.user_ref),
+            (AuditDecision.case_ref, self.case_ref),
+            (AuditDecision.decision, self.decision),
+            (AuditDecision.reason, self.reason),
+            (AuditDecision.agreement_id, self.agreement_id),
+            (AuditDecision.break_glass, self.break_glass),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if self.fields is not None:
+            query = query.where(AuditDecision.field.in_(sorted(self.fields)))
+        if self.purposes is not None:
+            query = query.where(AuditDecision.purpose.in_(sorted(self.purposes)))
+        if self.decided_from is not None:
+            query = query.where(AuditDecision.decided_at >= self.decided_from)
+        if self.decided_until is not None:
+            query = query.where(AuditDecision.decided_at < self.decided_until)
+        return query
 
 
 def search_decisions(
     session: Session, *, where: AuditFilter, limit: int, cursor: str | None
 ) -> tuple[list[AuditDecision], str | None]:
-    """One page of matching rows and the cursor of the next page (None at the end)."""
-    query = select(AuditDecision)
-    for column, value in (
-        (AuditDecision.person_id, where.person_id),
-        (AuditDecision.requester, where.requester),
-        (AuditDecision.holder, where.holder),
-        (AuditDecision.purpose, where.purpose),
-        (AuditDecision.decision, where.decision),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if where.decided_from is not None:
-        query = query.where(AuditDecision.decided_at >= where.decided_from)
-    if where.decided_until is not None:
-        query = query.where(AuditDecision.decided_at < where.decided_until)
+    """One page of matching rows, newest first, and the next page's cursor (None at the end).
+
+    seq is given in commit order, so a page boundary never skips a row that
+    commits while an auditor pages.
+    """
+    query = where.apply(select(AuditDecision))
     return keyset_page(session, query, AuditDecision.seq, limit=limit, cursor=cursor)
+
+
+def stream_decisions(engine: Engine, *, where: AuditFilter) -> Iterator[AuditDecision]:
+    """Every matching row, oldest first, read a bounded batch at a time (constant memory)."""
+    after = 0
+    while True:
+        with Session(engine) as session:
+            batch = list(
+                session.scalars(
+                    where.apply(select(AuditDecision))
+                    .where(AuditDecision.seq > after)
+                    .order_by(AuditDecision.seq)
+                    .limit(EXPORT_BATCH)
+                )
+            )
+            session.expunge_all()
+        yield from batch
+        if len(batch) < EXPORT_BATCH:
+            return
+        after = batch[-1].seq
 
 
 def get_decision(session: Session, decision_id: str) -> AuditDecision:
@@ -52,3 +101,27 @@ def get_decision(session: Session, decision_id: str) -> AuditDecision:
     if row is None:
         raise NotFound(f"no decision '{decision_id}'")
     return row
+
+
+@dataclass
+class DisclosureGroup:
+    """Everything one agency asked about a person for one purpose."""
+
+    requester: str
+    purpose: str
+    decisions: list[AuditDecision]
+
+    @property
+    def permitted(self) -> int:
+        return sum(1 for row in self.decisions if row.decision == "permit")
+
+
+def subject_access(engine: Engine, person_id: str) -> list[DisclosureGroup]:
+    """Every decision about one person, grouped by requesting agency and purpose."""
+    groups: dict[tuple[str, str], DisclosureGroup] = {}
+    for row in stream_decisions(engine, where=AuditFilter(person_id=person_id)):
+        key = (row.requester, row.purpose)
+        groups.setdefault(key, DisclosureGroup(row.requester, row.purpose, [])).decisions.append(
+            row
+        )
+    return [groups[key] for key in sorted(groups)]

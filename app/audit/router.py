@@ -1,20 +1,29 @@
-"""HTTP for the audit trail."""
+"""HTTP for auditors (scope `audit`): search, export, subject access, break-glass review, verify."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.audit import queries
+from app.audit import queries, reviews
+from app.audit.integrity import verify_chain
 from app.auth import Auditor
-from app.deps import DbSession
+from app.deps import AppSettings, DbSession, Live
+from app.models import AuditDecision
+from app.policy.vocabulary import Tree
 from app.problems import Problem
-from app.schemas_common import PersonId, UtcDatetime, VocabularyName
+from app.schemas_common import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+DecisionId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
 
 
 class AuditDecisionOut(BaseModel):
@@ -41,6 +50,11 @@ class AuditDecisionOut(BaseModel):
     user_ref: str | None
     case_ref: str | None
     policy_revision: int
+    prev_hash: str
+    row_hash: str
+
+
+EXPORT_COLUMNS = tuple(AuditDecisionOut.model_fields)
 
 
 class AuditPage(BaseModel):
@@ -48,45 +62,277 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
+def audit_filter(
+    live: Live,
+    person: Annotated[PersonId | None, Query()] = None,
+    requester: Annotated[VocabularyName | None, Query()] = None,
+    holder: Annotated[VocabularyName | None, Query()] = None,
+    client: Annotated[EntryId | None, Query()] = None,
+    user: Annotated[ShortText | None, Query()] = None,
+    case_ref: Annotated[ShortText | None, Query()] = None,
+    field: Annotated[
+        VocabularyName | None, Query(description="A field and every field under it")
+    ] = None,
+    purpose: Annotated[
+        VocabularyName | None, Query(description="A purpose and every purpose under it")
+    ] = None,
+    decision: Annotated[Literal["permit", "deny"] | None, Query()] = None,
+    reason: Annotated[VocabularyName | None, Query()] = None,
+    agreement: Annotated[VocabularyName | None, Query()] = None,
+    break_glass: Annotated[bool | None, Query()] = None,
+    decided_from: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    decided_until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
+) -> queries.AuditFilter:
+    """The search filters, shared by search and export."""
+    vocabulary = live.current.vocabulary
+
+    def with_descendants(name: str | None, tree: Tree) -> frozenset[str] | None:
+        if name is None:
+            return None
+        return tree.descendants.get(name, frozenset({name}))  # a retired name matches itself
+
+    return queries.AuditFilter(
+        person_id=person,
+        requester=requester,
+        holder=holder,
+        client=client,
+        user_ref=user,
+        case_ref=case_ref,
+        fields=with_descendants(field, vocabulary.fields),
+        purposes=with_descendants(purpose, vocabulary.purposes),
+        decision=decision,
+        reason=reason,
+        agreement_id=agreement,
+        break_glass=break_glass,
+        decided_from=decided_from,
+        decided_until=decided_until,
+    )
+
+
+Filter = Annotated[queries.AuditFilter, Depends(audit_filter)]
+
+
 @router.get("/decisions", responses={422: {"model": Problem}})
 def search_decisions(
     session: DbSession,
     caller: Auditor,
-    person: Annotated[PersonId | None, Query()] = None,
-    requester: Annotated[VocabularyName | None, Query()] = None,
-    holder: Annotated[VocabularyName | None, Query()] = None,
-    purpose: Annotated[VocabularyName | None, Query()] = None,
-    decision: Annotated[Literal["permit", "deny"] | None, Query()] = None,
-    decided_from: Annotated[UtcDatetime | None, Query(alias="from")] = None,
-    decided_until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
+    where: Filter,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditPage:
     """Decisions matching every filter given, newest first, a page at a time."""
-    rows, next_cursor = queries.search_decisions(
-        session,
-        where=queries.AuditFilter(
-            person_id=person,
-            requester=requester,
-            holder=holder,
-            purpose=purpose,
-            decision=decision,
-            decided_from=decided_from,
-            decided_until=decided_until,
-        ),
-        limit=limit,
-        cursor=cursor,
-    )
+    rows, next_cursor = queries.search_decisions(session, where=where, limit=limit, cursor=cursor)
     return AuditPage(
         items=[AuditDecisionOut.model_validate(row) for row in rows], next_cursor=next_cursor
     )
 
 
-@router.get("/decisions/{decision_id}", responses={404: {"model": Problem}})
-def get_decision(
-    session: DbSession,
+def _csv_lines(rows: Iterator[AuditDecision]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
+        out = AuditDecisionOut.model_validate(row).model_dump(mode="json")
+        writer.writerow(["" if out[c] is None else out[c] for c in EXPORT_COLUMNS])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _ndjson_lines(rows: Iterator[AuditDecision]) -> Iterator[bytes]:
+    for row in rows:
+        yield orjson.dumps(AuditDecisionOut.model_validate(row).model_dump(mode="json")) + b"\n"
+
+
+@router.get(
+    "/decisions/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/x-ndjson": {}},
+            "description": "Every matching decision, oldest first, streamed",
+        },
+        422: {"model": Problem},
+    },
+)
+def export_decisions(
+    request: Request,
     caller: Auditor,
-    decision_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
-) -> AuditDecisionOut:
+    where: Filter,
+    format: Annotated[Literal["csv", "ndjson"], Query()] = "ndjson",
+) -> StreamingResponse:
+    """Every matching decision as CSV or NDJSON, streamed in constant memory."""
+    rows = queries.stream_decisions(request.app.state.engine, where=where)
+    if format == "csv":
+        return StreamingResponse(
+            _csv_lines(rows),
+            media_type="text/csv",
+            headers={"content-disposition": 'attachment; filename="decisions.csv"'},
+        )
+    return StreamingResponse(_ndjson_lines(rows), media_type="application/x-ndjson")
+
+
+@router.get("/decisions/{decision_id}", responses={404: {"model": Problem}})
+def get_decision(session: DbSession, caller: Auditor, decision_id: DecisionId) -> AuditDecisionOut:
     """One recorded decision."""
     return AuditDecisionOut.model_validate(queries.get_decision(session, decision_id))
+
+
+class DisclosureOut(BaseModel):
+    decision_id: str
+    decided_at: datetime
+    holder: str
+    field: str
+    decision: Literal["permit", "deny"]
+    reason: str
+    break_glass: bool
+    user_ref: str | None
+    case_ref: str | None
+
+
+class DisclosureGroupOut(BaseModel):
+    requester: str
+    purpose: str
+    decisions: int
+    permitted: int
+    first_at: datetime
+    last_at: datetime
+    fields_permitted: list[str]
+    items: list[DisclosureOut]
+
+
+class SubjectAccessReport(BaseModel):
+    person_id: str
+    generated_at: datetime
+    decisions: int
+    groups: list[DisclosureGroupOut]
+
+
+def build_subject_access(request: Request, person_id: str) -> SubjectAccessReport:
+    groups = queries.subject_access(request.app.state.engine, person_id)
+    return SubjectAccessReport(
+        person_id=person_id,
+        generated_at=datetime.now().astimezone(),
+        decisions=sum(len(group.decisions) for group in groups),
+        groups=[
+            DisclosureGroupOut(
+                requester=group.requester,
+                purpose=group.purpose,
+                decisions=len(group.decisions),
+                permitted=group.permitted,
+                first_at=group.decisions[0].decided_at,
+                last_at=group.decisions[-1].decided_at,
+                fields_permitted=sorted(
+                    {row.field for row in group.decisions if row.decision == "permit"}
+                ),
+                items=[
+                    DisclosureOut.model_validate(row, from_attributes=True)
+                    for row in group.decisions
+                ],
+            )
+            for group in groups
+        ],
+    )
+
+
+@router.get("/subject-access/{person_id}", responses={422: {"model": Problem}})
+def subject_access(
+    request: Request, caller: Auditor, person_id: Annotated[PersonId, Path()]
+) -> SubjectAccessReport:
+    """Who asked for this person's data, when, why and with what outcome (console: printable)."""
+    return build_subject_access(request, person_id)
+
+
+class ReviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    outcome: str
+    note: str
+    reviewer: str
+    reviewed_at: datetime
+
+
+class QueueEntryOut(BaseModel):
+    decision: AuditDecisionOut
+    reviews: list[ReviewOut]
+    overdue: bool
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: reviews.Outcome
+    note: LongText
+
+
+@router.get("/break-glass", responses={422: {"model": Problem}})
+def break_glass_queue(
+    session: DbSession,
+    caller: Auditor,
+    settings: AppSettings,
+    status: Annotated[Literal["pending", "all"], Query()] = "pending",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[QueueEntryOut]:
+    """Break-glass permits, oldest first: those awaiting review, or all with their reviews."""
+    entries = reviews.review_queue(
+        session,
+        pending_only=status == "pending",
+        overdue_after=timedelta(days=settings.break_glass_review_days),
+        limit=limit,
+    )
+    return [
+        QueueEntryOut(
+            decision=AuditDecisionOut.model_validate(entry.decision),
+            reviews=[ReviewOut.model_validate(review) for review in entry.reviews],
+            overdue=entry.overdue,
+        )
+        for entry in entries
+    ]
+
+
+@router.post(
+    "/break-glass/{decision_id}/reviews",
+    status_code=201,
+    responses={404: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Problem}},
+)
+def review_break_glass(
+    body: ReviewIn, session: DbSession, caller: Auditor, decision_id: DecisionId
+) -> ReviewOut:
+    """Record an auditor's outcome for one break-glass permit (append-only)."""
+    review = reviews.record_review(
+        session,
+        decision_id=decision_id,
+        outcome=body.outcome,
+        note=body.note,
+        reviewer=caller.client_id,
+    )
+    out = ReviewOut.model_validate(review)
+    session.commit()
+    return out
+
+
+class BrokenLinkOut(BaseModel):
+    seq: int
+    decision_id: str | None
+    problem: str
+
+
+class VerificationOut(BaseModel):
+    intact: bool
+    rows_checked: int
+    last_seq: int
+    broken: BrokenLinkOut | None = Field(description="The first broken link, if any")
+
+
+@router.get("/verify")
+def verify(request: Request, caller: Auditor) -> VerificationOut:
+    """Walk the hash chain from the last purge checkpoint to the head."""
+    with request.app.state.engine.connect() as connection:
+        result = verify_chain(connection)
+    return VerificationOut(
+        intact=result.intact,
+        rows_checked=result.rows_checked,
+        last_seq=result.last_seq,
+        broken=None if result.broken is None else BrokenLinkOut(**vars(result.broken)),
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -19,6 +20,7 @@ import structlog
 from sqlalchemy import Engine, insert, select, update
 
 from app.audit.chain import chain_rows
+from app.metrics import AUDIT_BATCH_ROWS, AUDIT_COMMIT_SECONDS, AUDIT_FAILURES
 from app.models import AuditChainHead, AuditDecision
 
 log = structlog.get_logger(__name__)
@@ -116,6 +118,7 @@ class AuditWriter:
 
     def _commit(self, batch: list[_Pending]) -> None:
         error: BaseException | None = None
+        started = time.perf_counter()
         try:
             with self._engine.begin() as connection:
                 # The head row's lock orders batches from every replica: seq and the
@@ -137,7 +140,10 @@ class AuditWriter:
                     .values(last_seq=rows[-1]["seq"], last_hash=rows[-1]["row_hash"])
                 )
             self.commits += 1
+            AUDIT_BATCH_ROWS.observe(len(rows))
+            AUDIT_COMMIT_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # any failure: no decision may be answered
+            AUDIT_FAILURES.inc()
             log.error(
                 "audit commit failed", error=str(exc), rows=sum(len(p.records) for p in batch)
             )

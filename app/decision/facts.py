@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.decision.engine import PersonFacts
 from app.decision.schemas import Subject
+from app.metrics import PERSON_INFO_CALLS
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ class PersonInfoService:
     async def lookup(self, person_id: str) -> PersonInfo:
         cached = self._cache.get(person_id)
         if cached is not None:
+            PERSON_INFO_CALLS.labels(result="cached").inc()
             return cached
         url = self._url_template.replace("{person_id}", quote(person_id, safe=""))
         try:
@@ -65,7 +67,9 @@ class PersonInfoService:
             info = PersonInfo.model_validate_json(response.content)
         except (TimeoutError, httpx.HTTPError, ValidationError) as exc:
             log.warning("person information unavailable", error_type=type(exc).__name__)
+            PERSON_INFO_CALLS.labels(result="failed").inc()
             raise PersonInfoUnavailable(type(exc).__name__) from exc
+        PERSON_INFO_CALLS.labels(result="fetched").inc()
         self._cache[person_id] = info
         return info
 

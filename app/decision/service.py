@@ -7,6 +7,7 @@ its audit rows are committed, a simulation writes nothing.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from app.decision.engine import Decision, Question, evaluate
 from app.decision.facts import PersonInfoService, person_facts
 from app.decision.validate import AnyDecisionRequest, requested_fields, validate_names
 from app.live_policy import LivePolicy
+from app.metrics import DECISION_SECONDS, DECISIONS
 from app.policy.agreements import parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
 
@@ -55,6 +57,7 @@ async def _evaluate_request(
         needs_age=(request.requester, request.holder) in policy.age_conditioned_pairs,
         person_info=person_info,
     )
+    evaluating = time.perf_counter()
     decisions = [
         RecordedDecision(
             decision_id=str(uuid.uuid4()) if decider is not None else None,
@@ -74,6 +77,7 @@ async def _evaluate_request(
         )
         for field in fields
     ]
+    DECISION_SECONDS.labels(stage="evaluate").observe(time.perf_counter() - evaluating)
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
 
 
@@ -122,6 +126,7 @@ async def decide(
     max_fields: int,
 ) -> Answer:
     """Decide every field asked for on one policy revision, record them, then answer."""
+    started = time.perf_counter()
     answer = await _evaluate_request(
         request,
         policy=live.current,
@@ -135,6 +140,14 @@ async def decide(
             for recorded in answer.decisions
         ]
     )
+    for recorded in answer.decisions:
+        decision = recorded.decision
+        DECISIONS.labels(
+            decision="permit" if decision.permit else "deny",
+            reason=decision.reason,
+            purpose=request.purpose,
+        ).inc()
+    DECISION_SECONDS.labels(stage="end_to_end").observe(time.perf_counter() - started)
     return answer
 
 

@@ -1,0 +1,97 @@
+"""Break-glass review: every emergency permit waits for an auditor's outcome.
+
+Reviews are their own append-only records; a decision is pending until it has
+one, and overdue when it has waited longer than the configured number of days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, NotFound
+from app.models import AuditDecision, BreakGlassReview
+
+Outcome = Literal["justified", "not-justified"]
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    decision: AuditDecision
+    reviews: list[BreakGlassReview]
+    overdue: bool
+
+
+def _break_glass_permits() -> ColumnElement[bool]:
+    return and_(AuditDecision.break_glass.is_(True), AuditDecision.decision == "permit")
+
+
+def review_queue(
+    session: Session, *, pending_only: bool, overdue_after: timedelta, limit: int
+) -> list[QueueEntry]:
+    """Break-glass permits, oldest first, with their reviews."""
+    reviewed = select(BreakGlassReview.decision_id)
+    query = select(AuditDecision).where(_break_glass_permits())
+    if pending_only:
+        query = query.where(AuditDecision.decision_id.not_in(reviewed))
+    rows = list(session.scalars(query.order_by(AuditDecision.seq).limit(limit)))
+    reviews: dict[str, list[BreakGlassReview]] = {row.decision_id: [] for row in rows}
+    for review in session.scalars(
+        select(BreakGlassReview)
+        .where(BreakGlassReview.decision_id.in_(list(reviews)))
+        .order_by(BreakGlassReview.id)
+    ):
+        reviews[review.decision_id].append(review)
+    cutoff = datetime.now(UTC) - overdue_after
+    return [
+        QueueEntry(
+            decision=row,
+            reviews=reviews[row.decision_id],
+            overdue=not reviews[row.decision_id] and row.decided_at < cutoff,
+        )
+        for row in rows
+    ]
+
+
+def record_review(
+    session: Session, *, decision_id: str, outcome: Outcome, note: str, reviewer: str
+) -> BreakGlassReview:
+    decision = session.scalars(
+        select(AuditDecision).where(AuditDecision.decision_id == decision_id)
+    ).one_or_none()
+    if decision is None:
+        raise NotFound(f"no decision '{decision_id}'")
+    if not (decision.break_glass and decision.decision == "permit"):
+        raise Conflict(f"decision '{decision_id}' was not a break-glass permit")
+    review = BreakGlassReview(
+        decision_id=decision_id,
+        outcome=outcome,
+        note=note,
+        reviewer=reviewer,
+        reviewed_at=datetime.now(UTC),
+    )
+    session.add(review)
+    session.flush()
+    return review
+
+
+def queue_counts(connection: Connection, *, overdue_after: timedelta) -> tuple[int, int]:
+    """(pending, overdue) break-glass reviews."""
+    pending = (
+        select(AuditDecision.decided_at)
+        .where(_break_glass_permits())
+        .where(AuditDecision.decision_id.not_in(select(BreakGlassReview.decision_id)))
+        .subquery()
+    )
+    cutoff = datetime.now(UTC) - overdue_after
+    total, overdue = connection.execute(
+        select(
+            func.count(),
+            func.count().filter(pending.c.decided_at < cutoff),
+        ).select_from(pending)
+    ).one()
+    return int(total), int(overdue)
