@@ -17,6 +17,7 @@ from app.audit.writer import AuditWriter
 from app.changelog.router import router as changes_router
 from app.clients.router import router as clients_router
 from app.config import Settings, get_settings
+from app.console.router import router as console_router
 from app.db import make_engine
 from app.decision.facts import PersonInfoService
 from app.decision.router import router as decisions_router
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         clients_router,
         audit_router,
         changes_router,
+        console_router,
     ):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
@@ -125,3 +125,22 @@ def subject_access(engine: Engine, person_id: str) -> list[DisclosureGroup]:
             row
         )
     return [groups[key] for key in sorted(groups)]
+
+
+def daily_counts(
+    session: Session, *, where: AuditFilter, since: datetime
+) -> list[tuple[str, str, int]]:
+    """(day, decision, count) of matching decisions since `since`, oldest day first."""
+    column = AuditDecision.decided_at
+    day = (
+        func.date(column)
+        if session.bind and session.bind.dialect.name == "sqlite"
+        else (func.to_char(column.op("AT TIME ZONE")("UTC"), "YYYY-MM-DD"))
+    )
+    query = (
+        where.apply(select(day.label("day"), AuditDecision.decision, func.count()))
+        .where(column >= since)
+        .group_by("day", AuditDecision.decision)
+        .order_by("day")
+    )
+    return [(str(d), str(decision), int(n)) for d, decision, n in session.execute(query)]

@@ -18,7 +18,7 @@ from app.audit.integrity import verify_chain
 from app.auth import Auditor
 from app.deps import AppSettings, DbSession, Live
 from app.models import AuditDecision
-from app.policy.vocabulary import Tree
+from app.policy.vocabulary import Tree, Vocabulary
 from app.problems import Problem
 from app.schemas_common import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
 
@@ -62,51 +62,56 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
-def audit_filter(
-    live: Live,
-    person: Annotated[PersonId | None, Query()] = None,
-    requester: Annotated[VocabularyName | None, Query()] = None,
-    holder: Annotated[VocabularyName | None, Query()] = None,
-    client: Annotated[EntryId | None, Query()] = None,
-    user: Annotated[ShortText | None, Query()] = None,
-    case_ref: Annotated[ShortText | None, Query()] = None,
-    field: Annotated[
-        VocabularyName | None, Query(description="A field and every field under it")
-    ] = None,
-    purpose: Annotated[
-        VocabularyName | None, Query(description="A purpose and every purpose under it")
-    ] = None,
-    decision: Annotated[Literal["permit", "deny"] | None, Query()] = None,
-    reason: Annotated[VocabularyName | None, Query()] = None,
-    agreement: Annotated[VocabularyName | None, Query()] = None,
-    break_glass: Annotated[bool | None, Query()] = None,
-    decided_from: Annotated[UtcDatetime | None, Query(alias="from")] = None,
-    decided_until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
-) -> queries.AuditFilter:
-    """The search filters, shared by search and export."""
-    vocabulary = live.current.vocabulary
+class AuditFilterParams(BaseModel):
+    """The search filters, shared by search, export and the console."""
 
-    def with_descendants(name: str | None, tree: Tree) -> frozenset[str] | None:
-        if name is None:
-            return None
-        return tree.descendants.get(name, frozenset({name}))  # a retired name matches itself
+    model_config = ConfigDict(populate_by_name=True)
 
-    return queries.AuditFilter(
-        person_id=person,
-        requester=requester,
-        holder=holder,
-        client=client,
-        user_ref=user,
-        case_ref=case_ref,
-        fields=with_descendants(field, vocabulary.fields),
-        purposes=with_descendants(purpose, vocabulary.purposes),
-        decision=decision,
-        reason=reason,
-        agreement_id=agreement,
-        break_glass=break_glass,
-        decided_from=decided_from,
-        decided_until=decided_until,
+    person: PersonId | None = None
+    requester: VocabularyName | None = None
+    holder: VocabularyName | None = None
+    client: EntryId | None = None
+    user: ShortText | None = None
+    case_ref: ShortText | None = None
+    field: VocabularyName | None = Field(
+        default=None, description="A field and every field under it"
     )
+    purpose: VocabularyName | None = Field(
+        default=None, description="A purpose and every purpose under it"
+    )
+    decision: Literal["permit", "deny"] | None = None
+    reason: VocabularyName | None = None
+    agreement: VocabularyName | None = None
+    break_glass: bool | None = None
+    decided_from: UtcDatetime | None = Field(default=None, alias="from")
+    decided_until: UtcDatetime | None = Field(default=None, alias="to")
+
+    def to_filter(self, vocabulary: Vocabulary) -> queries.AuditFilter:
+        def with_descendants(name: str | None, tree: Tree) -> frozenset[str] | None:
+            if name is None:
+                return None
+            return tree.descendants.get(name, frozenset({name}))  # a retired name: itself
+
+        return queries.AuditFilter(
+            person_id=self.person,
+            requester=self.requester,
+            holder=self.holder,
+            client=self.client,
+            user_ref=self.user,
+            case_ref=self.case_ref,
+            fields=with_descendants(self.field, vocabulary.fields),
+            purposes=with_descendants(self.purpose, vocabulary.purposes),
+            decision=self.decision,
+            reason=self.reason,
+            agreement_id=self.agreement,
+            break_glass=self.break_glass,
+            decided_from=self.decided_from,
+            decided_until=self.decided_until,
+        )
+
+
+def audit_filter(live: Live, params: Annotated[AuditFilterParams, Query()]) -> queries.AuditFilter:
+    return params.to_filter(live.current.vocabulary)
 
 
 Filter = Annotated[queries.AuditFilter, Depends(audit_filter)]
