@@ -12,27 +12,43 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
+from typing import Self
 from urllib.parse import quote
 
 import httpx
 import structlog
 from cachetools import TTLCache
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.decision.engine import PersonFacts
-from app.decision.schemas import Subject
+from app.decision.schemas import Subject, plausible_birth_date
 from app.metrics import PERSON_INFO_CALLS
 
 log = structlog.get_logger(__name__)
 
 
 class PersonInfo(BaseModel):
-    """What Accord reads from the person-information service's JSON answer."""
+    """What Accord reads from the person-information service's JSON answer.
 
-    model_config = ConfigDict(extra="ignore")
+    Strict: `true` is not an age and "12" is not a number; an answer with
+    neither an age nor a plausible birth date is no answer.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     age: int | None = Field(default=None, ge=0, le=150)
     birth_date: date | None = None
+
+    @field_validator("birth_date")
+    @classmethod
+    def _plausible(cls, value: date | None) -> date | None:
+        return plausible_birth_date(value)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Self:
+        if self.age is None and self.birth_date is None:
+            raise ValueError("the answer has neither age nor birth_date")
+        return self
 
 
 class PersonInfoUnavailable(Exception):

@@ -16,6 +16,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def plausible_birth_date(value: date | None) -> date | None:
+    if value is not None and not date(1870, 1, 1) <= value <= date.today():
+        raise ValueError("must be a past date within the last 150 years")
+    return value
+
+
 class SubjectAttributes(Strict):
     age: int | None = Field(default=None, ge=0, le=150, description="Age in whole years")
     birth_date: date | None = Field(default=None, description="Used for age when age is absent")
@@ -29,9 +35,7 @@ class SubjectAttributes(Strict):
     @field_validator("birth_date")
     @classmethod
     def _plausible_birth_date(cls, value: date | None) -> date | None:
-        if value is not None and not date(1870, 1, 1) <= value <= date.today():
-            raise ValueError("must be a past date within the last 150 years")
-        return value
+        return plausible_birth_date(value)
 
 
 class Subject(Strict):
