@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import Forbidden
+from app.errors import Forbidden, PolicyUnavailable
+from app.middleware import send_problem
 
 log = structlog.get_logger(__name__)
 SCOPES = ("decide", "decide:any", "audit", "manage")
@@ -50,23 +51,59 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _unauthenticated(detail: str) -> HTTPException:
-    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+CONSOLE_PREFIX = "/console"  # the console signs in with a key kept in a cookie
+
+
+class Authenticate:
+    """ASGI middleware: every request but health and the console carries a known key.
+
+    It runs before the body is read, so an unauthenticated caller learns nothing
+    about its body's validity; the caller it finds waits in the request state
+    for the routes' scope checks.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(CONSOLE_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            await _refuse_401(send, "an API key is required (Authorization: Bearer <key>)")
+            return
+        try:
+            callers: Mapping[str, Caller] = scope["app"].state.live.callers
+        except PolicyUnavailable as exc:
+            await send_problem(send, 503, "Policy unavailable", str(exc))
+            return
+        caller = callers.get(key_digest(key.strip()))
+        if caller is None:
+            await _refuse_401(send, "the API key is not valid")
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+
+async def _refuse_401(send: Send, detail: str) -> None:
+    await send_problem(
+        send, 401, "Unauthenticated", detail, headers=[(b"www-authenticate", b"Bearer")]
+    )
 
 
 def require(*accepted: str) -> Callable[..., Caller]:
     """A dependency admitting callers that hold any of the `accepted` scopes."""
 
-    def authenticate(
+    def authorize(
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        # Declares the scheme in OpenAPI; Authenticate has already checked the key.
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     ) -> Caller:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
-        callers: Mapping[str, Caller] = request.app.state.live.callers
-        caller = callers.get(key_digest(credentials.credentials))
-        if caller is None:
-            raise _unauthenticated("the API key is not valid")
+        caller: Caller = request.state.caller
         if not caller.scopes & set(accepted):
             log.warning("request refused: scope", client=caller.client_id, path=request.url.path)
             raise Forbidden(
@@ -74,7 +111,7 @@ def require(*accepted: str) -> Callable[..., Caller]:
             )
         return caller
 
-    return authenticate
+    return authorize
 
 
 Decider = Annotated[Caller, Depends(require("decide", "decide:any"))]

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from app.agreements.router import router as agreements_router
 from app.audit.router import router as audit_router
 from app.audit.writer import AuditWriter
+from app.auth import Authenticate
 from app.changelog.router import router as changes_router
 from app.clients.router import router as clients_router
 from app.config import Settings, get_settings
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Policy decisions for multi-agency information sharing, with a durable audit",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # /openapi.json needs a key like every other route; see openapi.yaml
+        redoc_url=None,
     )
     install_problem_handlers(app)
     for router in (
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Authenticate)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

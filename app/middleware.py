@@ -102,12 +102,19 @@ class BodyLimit:
         )
 
 
-async def send_problem(send: Send, status: int, title: str, detail: str) -> None:
+async def send_problem(
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """A problem+json response sent straight to ASGI, below FastAPI's handlers."""
     body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
     headers = [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),
+        *(headers or []),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Select, String, func, literal, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
@@ -132,11 +132,10 @@ def daily_counts(
 ) -> list[tuple[str, str, int]]:
     """(day, decision, count) of matching decisions since `since`, oldest day first."""
     column = AuditDecision.decided_at
-    day = (
-        func.date(column)
-        if session.bind and session.bind.dialect.name == "sqlite"
-        else (func.to_char(column.op("AT TIME ZONE")("UTC"), "YYYY-MM-DD"))
-    )
+    if session.get_bind().dialect.name == "sqlite":
+        day = func.date(column)  # SQLite keeps UTC text
+    else:
+        day = func.to_char(func.timezone(literal("UTC", String()), column), "YYYY-MM-DD")
     query = (
         where.apply(select(day.label("day"), AuditDecision.decision, func.count()))
         .where(column >= since)
