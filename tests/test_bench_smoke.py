@@ -1,0 +1,26 @@
+"""The benchmarks still run (a small smoke run each; how fast is measured in bench/, not here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def _last_json_line(*args: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    parsed: dict[str, object] = json.loads(line)
+    return parsed
+
+
+def test_audit_scale_benchmark_builds_queries_and_verifies() -> None:
+    figures = _last_json_line("bench.audit_scale", "--rows", "3000", "--queries", "5")
+    assert figures["rows"] == 3000
+    assert isinstance(figures["verify_seconds"], float | int)
+    assert isinstance(figures["person_query_p50_ms"], float | int)
