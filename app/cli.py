@@ -208,11 +208,12 @@ def _export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.conf").write_text(policy.enforcer.model_text, encoding="utf-8")
+    lines = policy.all_lines()
     with (out / "policy.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        for line in policy.all_lines():
+        for line in lines:
             writer.writerow(("p", *line))
-    print(f"revision {policy.revision}: {policy.line_count} lines written to {out}")
+    print(f"revision {policy.revision}: {len(lines)} lines written to {out}")
     return 0
 
 

@@ -98,7 +98,10 @@ class LivePolicy:
             POLICY_RELOAD_SECONDS.observe(time.perf_counter() - started)
             POLICY_REVISION.set(state.policy.revision)
         log.info(
-            "policy loaded", policy_revision=state.policy.revision, lines=state.policy.line_count
+            "policy loaded",
+            policy_revision=state.policy.revision,
+            agreements=len(state.policy.agreements),
+            persons_in_register=len(state.policy.register),
         )
 
     async def follow(self, interval: float) -> None:

@@ -24,3 +24,10 @@ def test_audit_scale_benchmark_builds_queries_and_verifies() -> None:
     assert figures["rows"] == 3000
     assert isinstance(figures["verify_seconds"], float | int)
     assert isinstance(figures["person_query_p50_ms"], float | int)
+
+
+def test_engine_benchmark_compiles_and_evaluates() -> None:
+    figures = _last_json_line("bench.engine", "--sizes", "5", "20")["engine"]
+    assert isinstance(figures, list)
+    assert [row["agreements"] for row in figures] == [5, 20]
+    assert all(row["casbin_lines"] > 0 for row in figures)

@@ -60,7 +60,33 @@ class Decision:
 def evaluate(
     policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
 ) -> Decision:
-    """Decide one field: deny overrides, default deny (DESIGN.md, Decision semantics)."""
+    """Decide one field: deny overrides, default deny (DESIGN.md, Decision semantics).
+
+    Answers are memoised per policy revision while no validity boundary passes;
+    the key holds every input the answer depends on (the person only when the
+    register names them).
+    """
+    moment = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    memo = policy.memo_for(moment)
+    key = (
+        question.requester,
+        question.holder,
+        question.person_id if question.person_id in policy.person_lines else "",
+        question.field,
+        question.purpose,
+        question.emergency,
+        facts.age,
+        facts.info_unavailable,
+    )
+    decision: Decision | None = memo.get(key)
+    if decision is None:
+        decision = memo[key] = _decide(policy, question, facts, now, moment)
+    return decision
+
+
+def _decide(
+    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime, moment: str
+) -> Decision:
     lines = policy.candidates(
         requester=question.requester,
         holder=question.holder,
@@ -78,7 +104,7 @@ def evaluate(
             purpose=question.purpose,
             age="" if facts.age is None else f"{min(facts.age, 999):03d}",
             emergency="yes" if question.emergency else "no",
-            now=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            now=moment,
         ),
     )
     if line is None:

@@ -15,12 +15,14 @@ consent becomes a person-specific grant line valid until the consent lapses.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import IntEnum
 from itertools import product
+from typing import Any
 
 from app.policy.agreements import Agreement, Grant, Obligation
 from app.policy.enforcer import CandidateEnforcer, PolicyLine
@@ -28,6 +30,7 @@ from app.policy.register import PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
 
 ANY = "*"
+MEMO_LIMIT = 200_000
 FOREVER = "9999-12-31"
 
 
@@ -80,36 +83,59 @@ class CompiledPolicy:
     agreements: Mapping[str, Agreement]
     register: Mapping[str, PersonRegister]
     enforcer: CandidateEnforcer
-    agreement_lines: dict[tuple[str, str, str, str], list[PolicyLine]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
     person_lines: dict[str, list[PolicyLine]] = field(default_factory=lambda: defaultdict(list))
     sources: dict[str, LineSource] = field(default_factory=dict)
     agreements_by_pair: dict[tuple[str, str], list[Agreement]] = field(
         default_factory=lambda: defaultdict(list)
     )
     age_conditioned_pairs: set[tuple[str, str]] = field(default_factory=set)
+    # Agreement lines are compiled per (requester, holder) pair when first asked
+    # for, so a reload costs what the agreements cost, not what their expansion does.
+    _pair_lines: dict[tuple[str, str], dict[tuple[str, str], list[PolicyLine]]] = field(
+        default_factory=dict
+    )
+    # Every moment at which some line's validity starts or ends, sorted: between two
+    # of them the same request gets the same answer, so the engine may memoise it.
+    boundaries: list[str] = field(default_factory=list)
+    memo: dict[tuple[object, ...], Any] = field(default_factory=dict)
+    memo_window: tuple[str, str] = ("", "")
+
+    def memo_for(self, now: str) -> dict[tuple[object, ...], Any]:
+        """The memo of answers valid at `now`, emptied when `now` crosses a boundary."""
+        start, end = self.memo_window
+        if not start <= now < end or len(self.memo) > MEMO_LIMIT:
+            after = bisect.bisect_right(self.boundaries, now)
+            self.memo = {}
+            self.memo_window = (
+                self.boundaries[after - 1] if after else "",
+                self.boundaries[after] if after < len(self.boundaries) else "~",
+            )
+        return self.memo
+
+    def pair_lines(self, requester: str, holder: str) -> dict[tuple[str, str], list[PolicyLine]]:
+        """Agreement lines between two agencies, by (field, purpose), in stage order."""
+        lines = self._pair_lines.get((requester, holder))
+        if lines is None:
+            lines = _Builder(self).pair(requester, holder)
+            self._pair_lines[(requester, holder)] = lines  # a race only compiles twice
+        return lines
 
     def all_lines(self) -> list[PolicyLine]:
         lines = [line for group in self.person_lines.values() for line in group]
-        lines += [line for group in self.agreement_lines.values() for line in group]
+        for requester, holder in self.agreements_by_pair:
+            for group in self.pair_lines(requester, holder).values():
+                lines += group
         return sorted(lines)
 
     def candidates(
         self, *, requester: str, holder: str, person: str, field_name: str, purpose: str
     ) -> list[PolicyLine]:
         """The only lines that can match this request, in stage order."""
-        lines = self.person_lines.get(person, []) + self.agreement_lines.get(
-            (requester, holder, field_name, purpose), []
+        lines = self.person_lines.get(person, []) + self.pair_lines(requester, holder).get(
+            (field_name, purpose), []
         )
         lines.sort(key=lambda line: line[0])
         return lines
-
-    @property
-    def line_count(self) -> int:
-        return sum(map(len, self.person_lines.values())) + sum(
-            map(len, self.agreement_lines.values())
-        )
 
 
 def _timestamp(moment: datetime | date | None) -> str:
@@ -170,69 +196,68 @@ class _Builder:
             effect,
         )
 
-    def agreement(self, agreement: Agreement) -> None:
+    def index(self, agreement: Agreement) -> None:
+        """Note which pairs of agencies the agreement names (lines come per pair, later)."""
         requesters = self.vocabulary.expand_agencies(agreement.recipients)
         holders = self.vocabulary.expand_agencies(agreement.providers)
         for pair in product(requesters, holders):
             self.policy.agreements_by_pair[pair].append(agreement)
-        if agreement.status != "active":
-            return  # drafts, suspended and revoked agreements permit nothing
-        window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
-        if any(
+        if agreement.status == "active" and any(
             g.subject.min_age is not None or g.subject.max_age is not None for g in agreement.grants
         ):
             self.policy.age_conditioned_pairs.update(product(requesters, holders))
-        for grant in agreement.grants:
-            if grant.requires_consent:
-                continue  # compiled per person, joined with consents
-            source = self.source(
-                LineSource(Stage.GRANT, agreement.id, agreement.version, grant.obligations)
-            )
-            for requester, holder, field_name, purpose in product(
-                requesters, holders, self._fields(grant.fields), self._purposes(grant.purposes)
-            ):
-                self.policy.agreement_lines[(requester, holder, field_name, purpose)].append(
-                    self.line(
-                        stage=Stage.GRANT,
-                        requester=requester,
-                        holder=holder,
-                        person=ANY,
-                        field_name=field_name,
-                        purpose=purpose,
-                        min_age=grant.subject.min_age,
-                        max_age=grant.subject.max_age,
-                        emergency=ANY,
-                        valid_from=window[0],
-                        valid_until=window[1],
-                        source=source,
-                        effect="allow",
+
+    def pair(self, requester: str, holder: str) -> dict[tuple[str, str], list[PolicyLine]]:
+        """Grant and break-glass lines of the in-force-able agreements between two agencies."""
+        lines: dict[tuple[str, str], list[PolicyLine]] = defaultdict(list)
+        for agreement in self.policy.agreements_by_pair.get((requester, holder), []):
+            if agreement.status != "active":
+                continue  # drafts, suspended and revoked agreements permit nothing
+            window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
+            blocks: list[tuple[Stage, Iterable[str], Iterable[str], Grant | None]] = [
+                (Stage.GRANT, grant.fields, grant.purposes, grant)
+                for grant in agreement.grants
+                if not grant.requires_consent  # compiled per person, joined with consents
+            ]
+            if agreement.break_glass:
+                blocks.append(
+                    (
+                        Stage.BREAK_GLASS,
+                        agreement.break_glass.fields,
+                        agreement.break_glass.purposes,
+                        None,
                     )
                 )
-        if agreement.break_glass:
-            source = self.source(LineSource(Stage.BREAK_GLASS, agreement.id, agreement.version))
-            for requester, holder, field_name, purpose in product(
-                requesters,
-                holders,
-                self._fields(agreement.break_glass.fields),
-                self._purposes(agreement.break_glass.purposes),
-            ):
-                self.policy.agreement_lines[(requester, holder, field_name, purpose)].append(
-                    self.line(
-                        stage=Stage.BREAK_GLASS,
-                        requester=requester,
-                        holder=holder,
-                        person=ANY,
-                        field_name=field_name,
-                        purpose=purpose,
-                        min_age=None,
-                        max_age=None,
-                        emergency="yes",
-                        valid_from=window[0],
-                        valid_until=window[1],
-                        source=source,
-                        effect="allow",
+            for stage, fields, purposes, grant in blocks:
+                source = self.source(
+                    LineSource(
+                        stage,
+                        agreement.id,
+                        agreement.version,
+                        grant.obligations if grant else (),
                     )
                 )
+                for field_name, purpose in product(self._fields(fields), self._purposes(purposes)):
+                    lines[(field_name, purpose)].append(
+                        self.line(
+                            stage=stage,
+                            requester=requester,
+                            holder=holder,
+                            person=ANY,
+                            field_name=field_name,
+                            purpose=purpose,
+                            min_age=grant.subject.min_age if grant else None,
+                            max_age=grant.subject.max_age if grant else None,
+                            emergency=ANY if grant else "yes",
+                            valid_from=window[0],
+                            valid_until=window[1],
+                            source=source,
+                            effect="allow",
+                        )
+                    )
+        for group in lines.values():
+            group.sort(key=lambda line: line[0])
+        return dict(lines)
 
     def restriction(self, restriction: Restriction) -> None:
         stage = Stage.SEALED if restriction.kind == "sealed" else Stage.OBJECTION
@@ -400,13 +425,16 @@ def compile_policy(
     )
     build = _Builder(policy)
     for agreement in by_id.values():
-        build.agreement(agreement)
+        build.index(agreement)
     for person_id, entries in policy.register.items():
         for restriction in entries.restrictions:
             build.restriction(restriction)
         build.consents(person_id, entries)
     for lines in policy.person_lines.values():
         lines.sort(key=lambda line: line[0])
-    for lines in policy.agreement_lines.values():
-        lines.sort(key=lambda line: line[0])
+    moments = {_timestamp(a.valid_from) for a in by_id.values()}
+    moments |= {_timestamp(a.valid_until) for a in by_id.values()}
+    for lines in policy.person_lines.values():
+        moments |= {line[9] for line in lines} | {line[10] for line in lines}
+    policy.boundaries = sorted(moments)
     return policy

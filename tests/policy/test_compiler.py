@@ -14,8 +14,8 @@ RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
 def test_groups_expand_to_every_member_agency() -> None:
     policy = scenario_policy(RECORDED)
     for holder in ("nhs.blackpool-hospitals", "nhs.lancashire-mental-health"):
-        key = ("la.blackpool.childrens-services", holder, "health.mental", "safeguarding.children")
-        assert [line[-2] for line in policy.agreement_lines[key]] == [
+        lines = policy.pair_lines("la.blackpool.childrens-services", holder)
+        assert [line[-2] for line in lines[("health.mental", "safeguarding.children")]] == [
             "isa-blackpool-mash@1:grant",
             "isa-blackpool-mash@1:break-glass",
         ]
@@ -23,12 +23,11 @@ def test_groups_expand_to_every_member_agency() -> None:
 
 def test_a_granted_field_expands_to_itself_and_its_descendants_only() -> None:
     policy = scenario_policy(RECORDED)
-    pair = ("la.blackpool.childrens-services", "police.lancashire")
+    lines_by_key = policy.pair_lines("la.blackpool.childrens-services", "police.lancashire")
     granted = {
-        key[2]
-        for key, lines in policy.agreement_lines.items()
-        if key[:2] == pair
-        and key[3] == "safeguarding.children"
+        field
+        for (field, purpose), lines in lines_by_key.items()
+        if purpose == "safeguarding.children"
         and any(line[0] == str(int(Stage.GRANT)) for line in lines)
     }
     assert {"identity", "identity.ethnicity", "criminal.convictions"} <= granted
@@ -37,7 +36,7 @@ def test_a_granted_field_expands_to_itself_and_its_descendants_only() -> None:
 
 def test_inactive_agreements_compile_to_no_lines_but_are_known_to_the_pair() -> None:
     policy = scenario_policy(RECORDED)
-    sources = {line[-2] for group in policy.agreement_lines.values() for line in group}
+    sources = {line[-2] for line in policy.all_lines()}
     assert not any(source.startswith("isa-health-schools-draft") for source in sources)
     assert not any(source.startswith("isa-housing-police") for source in sources)
     pair = ("edu.blackpool-schools", "nhs.blackpool-hospitals")
@@ -58,8 +57,8 @@ def test_consents_become_person_specific_grant_lines_ending_with_the_consent() -
 
 
 def test_export_lists_every_line_once() -> None:
-    policy = scenario_policy(RECORDED)
-    assert len(policy.all_lines()) == policy.line_count
+    lines = scenario_policy(RECORDED).all_lines()
+    assert len(lines) == len(set(lines))
 
 
 def test_vocabulary_refuses_an_orphan_and_an_unknown_class() -> None:
