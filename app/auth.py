@@ -10,7 +10,7 @@ A scope the route does not accept: 403. Keys are never logged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -95,10 +95,10 @@ async def _refuse_401(send: Send, detail: str) -> None:
     )
 
 
-def require(*accepted: str) -> Callable[..., Caller]:
+def require(*accepted: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency admitting callers that hold any of the `accepted` scopes."""
 
-    def authorize(
+    async def authorize(
         request: Request,
         # Declares the scheme in OpenAPI; Authenticate has already checked the key.
         _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],

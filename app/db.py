@@ -18,7 +18,9 @@ def make_engine(url: str, *, write_lock_at_begin: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 5}, pool_pre_ping=True
+            url,
+            connect_args={"check_same_thread": False, "timeout": 5},
+            pool_pre_ping=not write_lock_at_begin,
         )
 
         @event.listens_for(engine, "connect")
@@ -38,7 +40,11 @@ def make_engine(url: str, *, write_lock_at_begin: bool = False) -> Engine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # The audit writer skips the pre-ping: a dead connection fails its commit (503,
+    # no decision) and is replaced, rather than costing a round trip on every batch.
+    return create_engine(
+        url, pool_pre_ping=not write_lock_at_begin, pool_size=10, max_overflow=10
+    )
 
 
 def upgrade_schema(url: str, revision: str = "head") -> None:

@@ -1,4 +1,8 @@
-"""Shared FastAPI dependencies as Annotated aliases; the app's parts live on app.state."""
+"""Shared FastAPI dependencies as Annotated aliases; the app's parts live on app.state.
+
+The ones that only read app.state are `async def`: FastAPI runs a plain `def`
+dependency in its thread pool, which costs a thread hop per request.
+"""
 
 from __future__ import annotations
 
@@ -20,27 +24,27 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def _live(request: Request) -> LivePolicy:
+async def _live(request: Request) -> LivePolicy:
     live: LivePolicy = request.app.state.live
     return live
 
 
-def _writer(request: Request) -> AuditWriter:
+async def _writer(request: Request) -> AuditWriter:
     writer: AuditWriter = request.app.state.audit_writer
     return writer
 
 
-def _person_info(request: Request) -> PersonInfoService | None:
+async def _person_info(request: Request) -> PersonInfoService | None:
     person_info: PersonInfoService | None = request.app.state.person_info
     return person_info
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _request_id(request: Request) -> str:
+async def _request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 

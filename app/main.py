@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +41,9 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # The event loop and the audit writer thread share the GIL; the default 5 ms
+    # switch interval would let one make the other wait that long per handoff.
+    sys.setswitchinterval(0.0005)
     configure_logging(settings.log_level)
 
     @contextlib.asynccontextmanager
