@@ -162,10 +162,11 @@ def _audit_purge(args: argparse.Namespace) -> int:
     settings = get_settings()
     oldest_kept = datetime.now(UTC) - timedelta(days=settings.audit_retention_days)
     before = (
-        oldest_kept
-        if args.before is None
-        else datetime.combine(date.fromisoformat(args.before), time(), tzinfo=UTC)
+        oldest_kept if args.before is None else datetime.combine(args.before, time(), tzinfo=UTC)
     )
+    if before > datetime.now(UTC):
+        print(f"error: {before.date()} is in the future; nothing purged", file=sys.stderr)
+        return 1
     if before > oldest_kept:
         print(
             f"error: {before.date()} is inside the retention period "
@@ -329,7 +330,11 @@ def _parser() -> argparse.ArgumentParser:
         run=_audit_verify
     )
     purge = audit.add_parser("purge", help="remove rows older than the retention period")
-    purge.add_argument("--before", help="YYYY-MM-DD (default: the retention period's start)")
+    purge.add_argument(
+        "--before",
+        type=date.fromisoformat,
+        help="YYYY-MM-DD (default: the retention period's start)",
+    )
     purge.add_argument("--actor", default="cli", help="who is purging (recorded)")
     purge.set_defaults(run=_audit_purge)
 

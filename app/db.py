@@ -42,9 +42,7 @@ def make_engine(url: str, *, write_lock_at_begin: bool = False) -> Engine:
         return engine
     # The audit writer skips the pre-ping: a dead connection fails its commit (503,
     # no decision) and is replaced, rather than costing a round trip on every batch.
-    return create_engine(
-        url, pool_pre_ping=not write_lock_at_begin, pool_size=10, max_overflow=10
-    )
+    return create_engine(url, pool_pre_ping=not write_lock_at_begin, pool_size=10, max_overflow=10)
 
 
 def upgrade_schema(url: str, revision: str = "head") -> None:

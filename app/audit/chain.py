@@ -103,12 +103,12 @@ def verify_rows(
     for row in rows:
         seq, decision_id = int(row["seq"]), str(row["decision_id"])
         if seq != expected_seq:
-            problem = (
-                f"rows {expected_seq} to {seq - 1} are missing"
-                if seq > expected_seq
-                else (f"row {seq} is out of order")
-            )
-            return Verification(checked, expected_seq - 1, BrokenLink(seq, decision_id, problem))
+            if seq > expected_seq:  # name the first missing row
+                missing = f"rows {expected_seq} to {seq - 1} are missing"
+                broken = BrokenLink(expected_seq, None, missing)
+            else:
+                broken = BrokenLink(seq, decision_id, f"row {seq} is out of order")
+            return Verification(checked, expected_seq - 1, broken)
         if row["prev_hash"] != previous:
             return Verification(
                 checked, seq - 1, BrokenLink(seq, decision_id, "does not follow the row before it")
