@@ -31,3 +31,12 @@ def test_engine_benchmark_compiles_and_evaluates() -> None:
     assert isinstance(figures, list)
     assert [row["agreements"] for row in figures] == [5, 20]
     assert all(row["casbin_lines"] > 0 for row in figures)
+
+
+def test_audit_commit_benchmark_compares_both_modes() -> None:
+    figures = _last_json_line("bench.audit_commit", "--decisions", "200", "--callers", "10")
+    modes = figures["audit"]
+    assert isinstance(modes, list)
+    assert [row["mode"] for row in modes] == ["group", "single"]
+    assert modes[1]["commits"] == 200  # one commit per decision
+    assert modes[0]["commits"] <= 200

@@ -13,7 +13,7 @@ import asyncio
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -61,13 +61,14 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # the caller gave up (timeout or disconnect)
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # the caller gave up (timeout or disconnect)
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 class AuditWriter:
@@ -129,7 +130,7 @@ class AuditWriter:
                     .with_for_update()
                 ).one()
                 rows = chain_rows(
-                    [asdict(record) for pending in batch for record in pending.records],
+                    [dict(vars(record)) for pending in batch for record in pending.records],
                     after_seq=head.last_seq,
                     after_hash=head.last_hash,
                 )
@@ -148,8 +149,11 @@ class AuditWriter:
                 "audit commit failed", error=str(exc), rows=sum(len(p.records) for p in batch)
             )
             error = AuditUnavailable("audit store unavailable")
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for pending in batch:
+            by_loop.setdefault(pending.loop, []).append(pending.future)
+        for loop, futures in by_loop.items():  # one wake-up per event loop, not per decision
             try:
-                pending.loop.call_soon_threadsafe(_settle, pending.future, error)
+                loop.call_soon_threadsafe(_settle, futures, error)
             except RuntimeError:  # the caller's event loop has closed
                 continue
