@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.decision.engine import Decision, Question, evaluate
+from app.decision.engine import Decision, evaluate
 from app.decision.facts import given_facts
 from app.decision.schemas import BatchDecisionRequest, DecisionRequest
-from app.decision.validate import requested_fields, validate_names
+from app.decision.validate import questions, requested_fields, validate_names
 from app.errors import InvalidRequest
 from app.policy.agreements import Agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
@@ -92,22 +92,7 @@ def _decide(
     fields = requested_fields(request, policy.vocabulary, max_fields=10_000)
     validate_names(policy.vocabulary, request, fields)
     facts = given_facts(request.subject, now.date())
-    return [
-        evaluate(
-            policy,
-            Question(
-                requester=request.requester,
-                holder=request.holder,
-                person_id=request.subject.id,
-                field=name,
-                purpose=request.purpose,
-                emergency=request.context.emergency,
-            ),
-            facts,
-            now,
-        )
-        for name in fields
-    ]
+    return [evaluate(policy, question, facts, now) for question in questions(request, fields)]
 
 
 def _jsonable(value: Any) -> Any:

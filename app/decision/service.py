@@ -15,9 +15,14 @@ from typing import Any
 
 from app.audit.writer import AuditRecord, AuditWriter
 from app.auth import Caller
-from app.decision.engine import Decision, Question, evaluate
+from app.decision.engine import Decision, evaluate
 from app.decision.facts import PersonInfoService, person_facts
-from app.decision.validate import AnyDecisionRequest, requested_fields, validate_names
+from app.decision.validate import (
+    AnyDecisionRequest,
+    questions,
+    requested_fields,
+    validate_names,
+)
 from app.live_policy import LivePolicy
 from app.metrics import DECISION_SECONDS, DECISIONS
 from app.policy.agreements import parse_agreement
@@ -61,21 +66,9 @@ async def _evaluate_request(
     decisions = [
         RecordedDecision(
             decision_id=str(uuid.uuid4()) if decider is not None else None,
-            decision=evaluate(
-                policy,
-                Question(
-                    requester=request.requester,
-                    holder=request.holder,
-                    person_id=request.subject.id,
-                    field=field,
-                    purpose=request.purpose,
-                    emergency=request.context.emergency,
-                ),
-                facts,
-                now,
-            ),
+            decision=evaluate(policy, question, facts, now),
         )
-        for field in fields
+        for question in questions(request, fields)
     ]
     DECISION_SECONDS.labels(stage="evaluate").observe(time.perf_counter() - evaluating)
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)

@@ -1,7 +1,8 @@
-"""Checking a decision request against the vocabulary (pure): every name must exist."""
+"""A decision request checked against the vocabulary (pure), and turned into questions."""
 
 from __future__ import annotations
 
+from app.decision.engine import Question
 from app.decision.schemas import BatchDecisionRequest, DecisionRequest
 from app.errors import InvalidRequest
 from app.policy.vocabulary import Vocabulary
@@ -34,3 +35,18 @@ def validate_names(vocabulary: Vocabulary, request: AnyDecisionRequest, fields: 
             raise InvalidRequest(field_location, f"unknown field '{field}'")
     if len(set(fields)) != len(fields):
         raise InvalidRequest(field_location, "a field is listed more than once")
+
+
+def questions(request: AnyDecisionRequest, fields: list[str]) -> list[Question]:
+    """One question per field asked for."""
+    return [
+        Question(
+            requester=request.requester,
+            holder=request.holder,
+            person_id=request.subject.id,
+            field=field,
+            purpose=request.purpose,
+            emergency=request.context.emergency,
+        )
+        for field in fields
+    ]
