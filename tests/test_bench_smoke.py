@@ -40,3 +40,12 @@ def test_audit_commit_benchmark_compares_both_modes() -> None:
     assert [row["mode"] for row in modes] == ["group", "single"]
     assert modes[1]["commits"] == 200  # one commit per decision
     assert modes[0]["commits"] <= 200
+
+
+def test_http_benchmark_loads_accord_and_the_bare_endpoint() -> None:
+    figures = _last_json_line(
+        "bench.http", "--seconds", "1", "--connections", "2", "--fields", "1", "20"
+    )["http"]
+    assert isinstance(figures, list)
+    assert [(row["fields"], row["connections"]) for row in figures] == [(1, 2), (20, 2)]
+    assert all(row["accord_errors"] == 0 and row["accord_rps"] > 0 for row in figures)
