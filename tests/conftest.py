@@ -24,7 +24,7 @@ from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ACCORD_SHARED_DIR", REPO.parent / "shared"))
-SCENARIO = SHARED / "scenarios" / "blackpool-mash"
+SCENARIO = SHARED / "scenarios" / "blackpool-mash"  # ../shared/scenarios, read unchanged
 SAMPLE_VOCABULARY = REPO / "policies" / "vocabulary.yaml"
 
 
