@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -133,13 +134,11 @@ async def decide(
             for recorded in answer.decisions
         ]
     )
-    for recorded in answer.decisions:
-        decision = recorded.decision
-        DECISIONS.labels(
-            decision="permit" if decision.permit else "deny",
-            reason=decision.reason,
-            purpose=request.purpose,
-        ).inc()
+    outcomes = Counter(
+        ("permit" if r.decision.permit else "deny", r.decision.reason) for r in answer.decisions
+    )
+    for (outcome, reason), count in outcomes.items():
+        DECISIONS.labels(decision=outcome, reason=reason, purpose=request.purpose).inc(count)
     DECISION_SECONDS.labels(stage="end_to_end").observe(time.perf_counter() - started)
     return answer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import casbin
 from casbin.persist.adapter import Adapter
@@ -51,6 +52,25 @@ class _NoPolicyAdapter(Adapter):  # type: ignore[misc]
         return None
 
 
+class _ParseOnceEnforcer(casbin.Enforcer):  # type: ignore[misc]
+    """pycasbin parses the matcher (ast.parse) on every enforce; here it is parsed once.
+
+    The parsed evaluator keeps the names of its last call, which is safe because
+    CandidateEnforcer calls it under a lock. Relies on pycasbin 2.x's
+    `_get_expression` hook, hence the pin below 3.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._parsed: dict[str, Any] = {}
+        super().__init__(*args, **kwargs)
+
+    def _get_expression(self, expr: str, functions: Any = None) -> Any:
+        parsed = self._parsed.get(expr)
+        if parsed is None:
+            parsed = self._parsed[expr] = casbin.Enforcer._get_expression(expr, functions)
+        return parsed
+
+
 class CandidateEnforcer:
     def __init__(self, model_text: str) -> None:
         self.model_text = model_text
@@ -59,7 +79,7 @@ class CandidateEnforcer:
         expected = tuple(f"p_{name}" for name in POLICY_TOKENS)
         if tokens != expected:
             raise ValueError(f"model.conf policy_definition must be {POLICY_TOKENS}")
-        self._enforcer = casbin.Enforcer(model, _NoPolicyAdapter())
+        self._enforcer = _ParseOnceEnforcer(model, _NoPolicyAdapter())
         self._policy = self._enforcer.get_model()["p"]["p"]
         self._lock = threading.Lock()
 
