@@ -63,6 +63,13 @@ class ThrowawayPostgres:
             "-E",
             "UTF8",
         )
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server abruptly (as a crash would), keeping its data."""
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses='' "
             "-c max_connections=200 -c fsync=on"

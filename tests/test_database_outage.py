@@ -1,0 +1,89 @@
+"""The database goes away mid-load: no decision without its row, not ready, then recovery alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import make_engine, upgrade_schema
+from app.models import AuditDecision
+from tests.conftest import SCENARIO, accord, scenario_env, start_server
+from tests.postgres import ThrowawayPostgres
+
+REQUEST = {
+    "requester": "la.blackpool.childrens-services",
+    "holder": "police.lancashire",
+    "subject": {"id": "P-101", "attributes": {"age": 12}},
+    "field": "criminal.convictions",
+    "purpose": "safeguarding.children",
+}
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
+    postgres = ThrowawayPostgres()  # its own server: the outage must not touch other tests
+    postgres.start()
+    url = postgres.new_database()
+    try:
+        upgrade_schema(url)
+        env = {**scenario_env(url), "ACCORD_AUDIT_TIMEOUT_SECONDS": "2"}
+        accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+        server = start_server(env, tmp_path)
+        answers: list[tuple[int, str | None]] = []
+        stop = threading.Event()
+
+        def ask() -> None:
+            with server.client() as client:
+                while not stop.is_set():
+                    response = client.post("/v1/decisions", json=REQUEST, timeout=15)
+                    body = response.json()
+                    answers.append((response.status_code, body.get("decision_id")))
+
+        load = threading.Thread(target=ask)
+        load.start()
+        try:
+            time.sleep(1)
+            postgres.pause()
+            assert _wait_for(lambda: server.get("/readyz").status_code == 503, 10)
+            during = server.post("/v1/decisions", json=REQUEST, timeout=15)
+            assert during.status_code == 503
+            assert "decision_id" not in during.json()
+            postgres.resume()
+            assert _wait_for(lambda: server.get("/readyz").status_code == 200, 20)
+            assert _wait_for(
+                lambda: server.post("/v1/decisions", json=REQUEST).status_code == 200, 20
+            )
+            time.sleep(1)
+        finally:
+            stop.set()
+            load.join(timeout=30)
+            server.stop()
+
+        statuses = {status for status, _ in answers}
+        assert statuses <= {200, 503}, statuses
+        answered = [decision_id for status, decision_id in answers if status == 200]
+        assert 503 in statuses and answered
+        engine = make_engine(url)
+        with Session(engine) as session:
+            recorded = set(
+                session.scalars(
+                    select(AuditDecision.decision_id).where(AuditDecision.decision_id.in_(answered))
+                )
+            )
+        engine.dispose()
+        assert recorded == set(answered), "a decision was answered without its audit row"
+    finally:
+        postgres.stop()
