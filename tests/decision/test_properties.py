@@ -1,0 +1,172 @@
+"""Properties of the compiler and engine over generated agreements, registers and requests.
+
+- A permit always rests on an agreement in force that names the holder and the
+  requester and covers the field and purpose (for break-glass, in its block).
+- Adding a restriction never turns a deny into a permit.
+- Removing an agreement never turns a deny into a permit.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.decision.engine import PersonFacts, Question, evaluate
+from app.policy.agreements import Agreement, parse_agreement
+from app.policy.compiler import compile_policy
+from app.policy.register import PersonRegister, Restriction, Scope
+from app.policy.vocabulary import Vocabulary
+from tests.scenario import MODEL_TEXT, scenario_vocabulary
+
+VOCABULARY = scenario_vocabulary()
+AGENCY_NAMES = sorted([*VOCABULARY.agencies, *VOCABULARY.groups])
+AGENCIES = sorted(VOCABULARY.agencies)
+FIELDS = list(VOCABULARY.fields.names)
+PURPOSES = list(VOCABULARY.purposes.names)
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
+BASIS = {"article6": "public-task", "article9": "x", "article10": "y"}
+
+
+@st.composite
+def agreements(draw: st.DrawFn, index: int) -> Agreement:
+    grants = [
+        {
+            "purposes": draw(st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=2)),
+            "fields": draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3)),
+            **draw(
+                st.sampled_from([{}, {"subject": {"max_age": 17}}, {"subject": {"min_age": 18}}])
+            ),
+        }
+        for _ in range(draw(st.integers(1, 2)))
+    ]
+    document: dict[str, Any] = {
+        "id": f"isa-{index}",
+        "title": "generated",
+        "status": draw(st.sampled_from(["active", "active", "draft", "suspended"])),
+        "valid_from": draw(st.sampled_from(["2025-01-01", "2027-01-01"])),
+        "valid_until": "2099-01-01",
+        "providers": draw(st.lists(st.sampled_from(AGENCY_NAMES), min_size=1, max_size=2)),
+        "recipients": draw(st.lists(st.sampled_from(AGENCY_NAMES), min_size=1, max_size=2)),
+        "lawful_basis": BASIS,
+        "grants": grants,
+    }
+    if draw(st.booleans()):
+        document["break_glass"] = {"purposes": grants[0]["purposes"], "fields": grants[0]["fields"]}
+    return parse_agreement(document, VOCABULARY)
+
+
+@st.composite
+def partnerships(draw: st.DrawFn) -> list[Agreement]:
+    return [draw(agreements(index)) for index in range(draw(st.integers(1, 5)))]
+
+
+@st.composite
+def questions(draw: st.DrawFn) -> tuple[Question, PersonFacts]:
+    question = Question(
+        requester=draw(st.sampled_from(AGENCIES)),
+        holder=draw(st.sampled_from(AGENCIES)),
+        person_id="P-1",
+        field=draw(st.sampled_from(FIELDS)),
+        purpose=draw(st.sampled_from(PURPOSES)),
+        emergency=draw(st.booleans()),
+    )
+    return question, PersonFacts("P-1", draw(st.sampled_from([None, 8, 17, 18, 40])))
+
+
+@st.composite
+def restrictions(draw: st.DrawFn) -> Restriction:
+    def maybe(names: list[str]) -> tuple[str, ...] | None:
+        picked = draw(
+            st.one_of(st.none(), st.lists(st.sampled_from(names), min_size=1, max_size=2))
+        )
+        return None if picked is None else tuple(picked)
+
+    kind = draw(st.sampled_from(["sealed", "objection"]))
+    fields = (
+        maybe(FIELDS)
+        if kind == "objection"
+        else tuple(draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=2)))
+    )
+    scope = Scope(recipients=maybe(AGENCY_NAMES), fields=fields, purposes=maybe(PURPOSES))
+    return Restriction("r-generated", "P-1", kind, scope, RECORDED, None)
+
+
+def _decide(
+    agreements: list[Agreement],
+    register: dict[str, PersonRegister],
+    asked: tuple[Question, PersonFacts],
+) -> bool:
+    policy = compile_policy(
+        revision=1,
+        vocabulary=VOCABULARY,
+        agreements=agreements,
+        register=register,
+        model_text=MODEL_TEXT,
+    )
+    return evaluate(policy, asked[0], asked[1], NOW).permit
+
+
+def _covers(vocabulary: Vocabulary, names: tuple[str, ...], asked: str, tree: str) -> bool:
+    catalogue = vocabulary.fields if tree == "fields" else vocabulary.purposes
+    return any(catalogue.covers(name, asked) for name in names)
+
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(partnerships(), questions())
+def test_a_permit_rests_on_an_agreement_in_force_that_covers_the_request(
+    partnership: list[Agreement], asked: tuple[Question, PersonFacts]
+) -> None:
+    policy = compile_policy(
+        revision=1,
+        vocabulary=VOCABULARY,
+        agreements=partnership,
+        register={},
+        model_text=MODEL_TEXT,
+    )
+    question, facts = asked
+    decision = evaluate(policy, question, facts, NOW)
+    if not decision.permit:
+        return
+    agreement = next(a for a in partnership if a.id == decision.agreement_id)
+    assert agreement.in_force(NOW.date())
+    assert question.holder in VOCABULARY.expand_agencies(agreement.providers)
+    assert question.requester in VOCABULARY.expand_agencies(agreement.recipients)
+    if decision.break_glass:
+        block = agreement.break_glass
+        assert question.emergency and block is not None
+        assert _covers(VOCABULARY, block.fields, question.field, "fields")
+        assert _covers(VOCABULARY, block.purposes, question.purpose, "purposes")
+    else:
+        assert any(
+            _covers(VOCABULARY, grant.fields, question.field, "fields")
+            and _covers(VOCABULARY, grant.purposes, question.purpose, "purposes")
+            and grant.subject.holds(facts.age)
+            for grant in agreement.grants
+        )
+
+
+@PROPERTY
+@given(partnerships(), questions(), restrictions())
+def test_adding_a_restriction_never_turns_a_deny_into_a_permit(
+    partnership: list[Agreement], asked: tuple[Question, PersonFacts], restriction: Restriction
+) -> None:
+    if not _decide(partnership, {}, asked):
+        assert not _decide(partnership, {"P-1": PersonRegister(restrictions=(restriction,))}, asked)
+
+
+@PROPERTY
+@given(partnerships(), questions(), st.data())
+def test_removing_an_agreement_never_turns_a_deny_into_a_permit(
+    partnership: list[Agreement], asked: tuple[Question, PersonFacts], data: st.DataObject
+) -> None:
+    if not _decide(partnership, {}, asked):
+        removed = data.draw(st.integers(0, len(partnership) - 1))
+        fewer = partnership[:removed] + partnership[removed + 1 :]
+        assert not _decide(fewer, {}, asked)
