@@ -18,6 +18,12 @@ from app.policy.agreements import AgreementInvalid
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
+PUBLIC_PATHS = ("/healthz", "/readyz")
+COMMON_ERRORS = {
+    "401": "No API key, or an unknown one",
+    "403": "The key's scopes or agencies do not allow this",
+    "503": "Unavailable: no policy loaded, or the database cannot be reached",
+}
 
 
 class InvalidParam(BaseModel):
@@ -131,12 +137,24 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Describe every error response as the problem+json body it really is.
 
     FastAPI documents errors as application/json, and 422 as its own
-    validation shape; Accord answers every error with `Problem`.
+    validation shape; Accord answers every error with `Problem`. The answers
+    every authenticated route can give (no key, wrong scope, a body too large,
+    no policy or database) are added where the route does not list them.
     """
     problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            if path not in PUBLIC_PATHS:
+                expected = dict(COMMON_ERRORS)
+                if "requestBody" in operation:
+                    expected["400"] = "The body could not be read as JSON"
+                    expected["413"] = "Request body too large"
+                if "requestBody" in operation or operation.get("parameters"):
+                    expected["422"] = "Invalid request"
+                for status, description in expected.items():
+                    responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
                 if int(status) >= 400:
                     response["content"] = problem_content
     components = schema.setdefault("components", {}).setdefault("schemas", {})
