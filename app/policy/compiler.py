@@ -293,43 +293,17 @@ class _Builder:
         for agreement in self.policy.agreements.values():
             if agreement.status != "active" or agreement.break_glass is None:
                 continue
-            source = self.source(
-                LineSource(Stage.BREAK_GLASS_OVER_OBJECTION, agreement.id, agreement.version)
+            self._person_lines(
+                objection.person_id,
+                agreement,
+                agreement.break_glass.fields,
+                agreement.break_glass.purposes,
+                within=objection.scope,
+                stage=Stage.BREAK_GLASS_OVER_OBJECTION,
+                grant=None,
+                window=(_timestamp(agreement.valid_from), _timestamp(agreement.valid_until)),
+                consent_id=None,
             )
-            requesters = _within(
-                set(self.vocabulary.expand_agencies(agreement.recipients)),
-                objection.scope.requesters(self.vocabulary),
-            )
-            fields = _within(
-                self._fields(agreement.break_glass.fields),
-                objection.scope.field_names(self.vocabulary),
-            )
-            purposes = _within(
-                self._purposes(agreement.break_glass.purposes),
-                objection.scope.purpose_names(self.vocabulary),
-            )
-            holders = self.vocabulary.expand_agencies(agreement.providers)
-            lines = self.policy.person_lines[objection.person_id]
-            for requester, holder, field_name, purpose in product(
-                requesters, holders, fields, purposes
-            ):
-                lines.append(
-                    self.line(
-                        stage=Stage.BREAK_GLASS_OVER_OBJECTION,
-                        requester=requester,
-                        holder=holder,
-                        person=objection.person_id,
-                        field_name=field_name,
-                        purpose=purpose,
-                        min_age=None,
-                        max_age=None,
-                        emergency="yes",
-                        valid_from=_timestamp(agreement.valid_from),
-                        valid_until=_timestamp(agreement.valid_until),
-                        source=source,
-                        effect="allow",
-                    )
-                )
 
     def consents(self, person_id: str, register: PersonRegister) -> None:
         """Join each consent of a person with the consent-based grants it satisfies."""
@@ -337,63 +311,71 @@ class _Builder:
             for agreement in self.policy.agreements.values():
                 if agreement.status != "active":
                     continue
+                window = (
+                    max(_timestamp(agreement.valid_from), _timestamp(consent.recorded_at)),
+                    min(_timestamp(agreement.valid_until), _timestamp(consent.until)),
+                )
                 for grant in agreement.grants:
                     if grant.requires_consent:
-                        self._consented_grant(
+                        self._person_lines(
                             person_id,
                             agreement,
-                            grant,
-                            consent.scope,
-                            consent.id,
-                            consent.recorded_at,
-                            consent.until,
+                            grant.fields,
+                            grant.purposes,
+                            within=consent.scope,
+                            stage=Stage.GRANT,
+                            grant=grant,
+                            window=window,
+                            consent_id=consent.id,
                         )
 
-    def _consented_grant(
+    def _person_lines(
         self,
         person_id: str,
         agreement: Agreement,
-        grant: Grant,
-        scope: Scope,
-        consent_id: str,
-        given: datetime,
-        until: datetime | None,
+        fields: Iterable[str],
+        purposes: Iterable[str],
+        *,
+        within: Scope,
+        stage: Stage,
+        grant: Grant | None,
+        window: tuple[str, str],
+        consent_id: str | None,
     ) -> None:
-        requesters = _within(
-            set(self.vocabulary.expand_agencies(agreement.recipients)),
-            scope.requesters(self.vocabulary),
-        )
-        fields = _within(self._fields(grant.fields), scope.field_names(self.vocabulary))
-        purposes = _within(self._purposes(grant.purposes), scope.purpose_names(self.vocabulary))
-        holders = self.vocabulary.expand_agencies(agreement.providers)
-        valid_from = max(_timestamp(agreement.valid_from), _timestamp(given))
-        valid_until = min(_timestamp(agreement.valid_until), _timestamp(until))
+        """Lines for one person: an agreement's block narrowed to a register entry's scope."""
         source = self.source(
             LineSource(
-                Stage.GRANT,
+                stage,
                 agreement.id,
                 agreement.version,
-                grant.obligations,
+                grant.obligations if grant else (),
                 consent_id=consent_id,
             )
         )
+        requesters = _within(
+            set(self.vocabulary.expand_agencies(agreement.recipients)),
+            within.requesters(self.vocabulary),
+        )
         lines = self.policy.person_lines[person_id]
         for requester, holder, field_name, purpose in product(
-            requesters, holders, fields, purposes
+            requesters,
+            self.vocabulary.expand_agencies(agreement.providers),
+            _within(self._fields(fields), within.field_names(self.vocabulary)),
+            _within(self._purposes(purposes), within.purpose_names(self.vocabulary)),
         ):
             lines.append(
                 self.line(
-                    stage=Stage.GRANT,
+                    stage=stage,
                     requester=requester,
                     holder=holder,
                     person=person_id,
                     field_name=field_name,
                     purpose=purpose,
-                    min_age=grant.subject.min_age,
-                    max_age=grant.subject.max_age,
-                    emergency=ANY,
-                    valid_from=valid_from,
-                    valid_until=valid_until,
+                    min_age=grant.subject.min_age if grant else None,
+                    max_age=grant.subject.max_age if grant else None,
+                    emergency=ANY if grant else "yes",
+                    valid_from=window[0],
+                    valid_until=window[1],
                     source=source,
                     effect="allow",
                 )
