@@ -12,9 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from app.audit.writer import AuditWriter
 from app.config import Settings
-from app.decision.facts import PersonInfoService
+from app.decision.service import DecisionService
 from app.live_policy import LivePolicy
 
 
@@ -29,14 +28,9 @@ async def _live(request: Request) -> LivePolicy:
     return live
 
 
-async def _writer(request: Request) -> AuditWriter:
-    writer: AuditWriter = request.app.state.audit_writer
-    return writer
-
-
-async def _person_info(request: Request) -> PersonInfoService | None:
-    person_info: PersonInfoService | None = request.app.state.person_info
-    return person_info
+async def _decisions(request: Request) -> DecisionService:
+    decisions: DecisionService = request.app.state.decisions
+    return decisions
 
 
 async def _settings(request: Request) -> Settings:
@@ -51,7 +45,6 @@ async def _request_id(request: Request) -> str:
 
 DbSession = Annotated[Session, Depends(_session)]
 Live = Annotated[LivePolicy, Depends(_live)]
-Writer = Annotated[AuditWriter, Depends(_writer)]
-PersonInfo = Annotated[PersonInfoService | None, Depends(_person_info)]
+Decisions = Annotated[DecisionService, Depends(_decisions)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 RequestId = Annotated[str, Depends(_request_id)]

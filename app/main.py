@@ -23,6 +23,7 @@ from app.console.router import router as console_router
 from app.db import make_engine
 from app.decision.facts import PersonInfoService
 from app.decision.router import router as decisions_router
+from app.decision.service import DecisionService
 from app.live_policy import LivePolicy
 from app.log_setup import configure_logging
 from app.middleware import BodyLimit, RequestContext
@@ -69,8 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         app.state.settings, app.state.engine = settings, engine
-        app.state.audit_writer, app.state.live = writer, live
-        app.state.person_info = person_info
+        app.state.live = live
+        app.state.decisions = DecisionService(
+            live=live,
+            writer=writer,
+            person_info=person_info,
+            max_fields=settings.max_batch_fields,
+        )
         writer.start()
         try:
             await asyncio.to_thread(live.refresh)

@@ -10,6 +10,7 @@ pointing past the last row.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,15 +46,22 @@ CHAINED_COLUMNS = (
 )
 
 
-def _canonical(value: Any) -> Any:
+_chained_values = operator.itemgetter(*CHAINED_COLUMNS)
+
+
+def _canonical_datetime(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
-    return value
+    raise TypeError(f"{type(value).__name__} is not chained")
 
 
 def row_hash(previous_hash: str, row: Mapping[str, Any]) -> str:
-    """SHA-256 over the previous hash and the row's chained columns."""
-    content = orjson.dumps([_canonical(row[column]) for column in CHAINED_COLUMNS])
+    """SHA-256 over the previous hash and the row's chained columns (as a JSON array)."""
+    content = orjson.dumps(
+        _chained_values(row),
+        default=_canonical_datetime,  # orjson hands over datetimes only, with this option
+        option=orjson.OPT_PASSTHROUGH_DATETIME,
+    )
     return hashlib.sha256(previous_hash.encode() + content).hexdigest()
 
 

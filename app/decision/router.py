@@ -17,7 +17,7 @@ from app.decision.schemas import (
     DecisionOut,
     DecisionRequest,
 )
-from app.deps import AppSettings, Live, PersonInfo, RequestId, Writer
+from app.deps import Decisions, RequestId
 from app.problems import Problem
 
 router = APIRouter(tags=["decisions"])
@@ -90,22 +90,11 @@ def _json(payload: dict[str, Any]) -> Response:
 async def decide(
     body: DecisionRequest,
     caller: Decider,
-    live: Live,
-    writer: Writer,
-    person_info: PersonInfo,
-    settings: AppSettings,
+    decisions: Decisions,
     request_id: RequestId,
 ) -> Response:
     """May the requester see one field of this person for this purpose?"""
-    answer = await service.decide(
-        body,
-        caller=caller,
-        request_id=request_id,
-        live=live,
-        writer=writer,
-        person_info=person_info,
-        max_fields=settings.max_batch_fields,
-    )
+    answer = await decisions.decide(body, caller=caller, request_id=request_id)
     return _json(_decision(answer.decisions[0], answer))
 
 
@@ -113,22 +102,11 @@ async def decide(
 async def decide_batch(
     body: BatchDecisionRequest,
     caller: Decider,
-    live: Live,
-    writer: Writer,
-    person_info: PersonInfo,
-    settings: AppSettings,
+    decisions: Decisions,
     request_id: RequestId,
 ) -> Response:
     """Decide many fields of one person in one call ("*": every leaf field)."""
-    answer = await service.decide(
-        body,
-        caller=caller,
-        request_id=request_id,
-        live=live,
-        writer=writer,
-        person_info=person_info,
-        max_fields=settings.max_batch_fields,
-    )
+    answer = await decisions.decide(body, caller=caller, request_id=request_id)
     return _json(_batch(answer))
 
 
@@ -136,16 +114,8 @@ async def decide_batch(
 async def simulate(
     body: SimulationRequest,
     caller: Overseer,
-    live: Live,
-    person_info: PersonInfo,
-    settings: AppSettings,
+    decisions: Decisions,
 ) -> Response:
     """Evaluate a request, optionally with a draft agreement in force; record nothing."""
-    answer = await service.simulate(
-        body.request,
-        draft=body.agreement,
-        live=live,
-        person_info=person_info,
-        max_fields=settings.max_batch_fields,
-    )
+    answer = await decisions.simulate(body.request, draft=body.agreement)
     return _json(_batch(answer, simulation=True))

@@ -8,7 +8,6 @@ its audit rows are committed, a simulation writes nothing.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from app.decision.validate import (
     requested_fields,
     validate_names,
 )
+from app.ids import new_uuid
 from app.live_policy import LivePolicy
 from app.metrics import DECISION_SECONDS, DECISIONS
 from app.policy.agreements import parse_agreement
@@ -66,7 +66,7 @@ async def _evaluate_request(
     evaluating = time.perf_counter()
     decisions = [
         RecordedDecision(
-            decision_id=str(uuid.uuid4()) if decider is not None else None,
+            decision_id=str(new_uuid()) if decider is not None else None,
             decision=evaluate(policy, question, facts, now),
         )
         for question in questions(request, fields)
@@ -109,74 +109,70 @@ def _audit_record(
     )
 
 
-async def decide(
-    request: AnyDecisionRequest,
-    *,
-    caller: Caller,
-    request_id: str,
-    live: LivePolicy,
-    writer: AuditWriter,
-    person_info: PersonInfoService | None,
-    max_fields: int,
-) -> Answer:
-    """Decide every field asked for on one policy revision, record them, then answer."""
-    started = time.perf_counter()
-    answer = await _evaluate_request(
-        request,
-        policy=live.current,
-        person_info=person_info,
-        max_fields=max_fields,
-        decider=caller,
-    )
-    await writer.write(
-        [
-            _audit_record(recorded, request, answer, caller=caller, request_id=request_id)
-            for recorded in answer.decisions
-        ]
-    )
-    outcomes = Counter(
-        ("permit" if r.decision.permit else "deny", r.decision.reason) for r in answer.decisions
-    )
-    for (outcome, reason), count in outcomes.items():
-        DECISIONS.labels(decision=outcome, reason=reason, purpose=request.purpose).inc(count)
-    DECISION_SECONDS.labels(stage="end_to_end").observe(time.perf_counter() - started)
-    return answer
+@dataclass(frozen=True)
+class DecisionService:
+    """The decision path's parts, assembled once at startup (routes get it as one dependency)."""
 
+    live: LivePolicy
+    writer: AuditWriter
+    person_info: PersonInfoService | None
+    max_fields: int
 
-async def simulate(
-    request: AnyDecisionRequest,
-    *,
-    draft: dict[str, Any] | None,
-    live: LivePolicy,
-    person_info: PersonInfoService | None,
-    max_fields: int,
-) -> Answer:
-    """Evaluate against the live policy, or with `draft` in force in place of its namesake.
-
-    Nothing is recorded: a simulation is not a disclosure.
-    """
-    policy = live.current
-    if draft is not None:
-        live_agreement = policy.agreements.get(str(draft.get("id")))
-        live_version = live_agreement.version if live_agreement else 0
-        agreement = parse_agreement(
-            {**draft, "status": "active"},
-            policy.vocabulary,
-            version=live_version + 1,
-            source="draft",
+    async def decide(
+        self, request: AnyDecisionRequest, *, caller: Caller, request_id: str
+    ) -> Answer:
+        """Decide every field asked for on one policy revision, record them, then answer."""
+        started = time.perf_counter()
+        answer = await _evaluate_request(
+            request,
+            policy=self.live.current,
+            person_info=self.person_info,
+            max_fields=self.max_fields,
+            decider=caller,
         )
-        others = [a for a in policy.agreements.values() if a.id != agreement.id]
-        policy = compile_policy(
-            revision=policy.revision,
-            vocabulary=policy.vocabulary,
-            agreements=[*others, agreement],
-            register=policy.register,
-            model_text=policy.enforcer.model_text,
+        await self.writer.write(
+            [
+                _audit_record(recorded, request, answer, caller=caller, request_id=request_id)
+                for recorded in answer.decisions
+            ]
         )
-    return await _evaluate_request(
-        request,
-        policy=policy,
-        person_info=person_info,
-        max_fields=max_fields,
-        decider=None,
-    )
+        outcomes = Counter(
+            ("permit" if r.decision.permit else "deny", r.decision.reason) for r in answer.decisions
+        )
+        for (outcome, reason), count in outcomes.items():
+            DECISIONS.labels(decision=outcome, reason=reason, purpose=request.purpose).inc(count)
+        DECISION_SECONDS.labels(stage="end_to_end").observe(time.perf_counter() - started)
+        return answer
+
+    async def simulate(
+        self, request: AnyDecisionRequest, *, draft: dict[str, Any] | None
+    ) -> Answer:
+        """Evaluate against the live policy, or with `draft` in force in place of its namesake.
+
+        Nothing is recorded: a simulation is not a disclosure.
+        """
+        policy = self.live.current
+        if draft is not None:
+            live_agreement = policy.agreements.get(str(draft.get("id")))
+            live_version = live_agreement.version if live_agreement else 0
+            agreement = parse_agreement(
+                {**draft, "status": "active"},
+                policy.vocabulary,
+                version=live_version + 1,
+                source="draft",
+            )
+            others = [a for a in policy.agreements.values() if a.id != agreement.id]
+            policy = compile_policy(
+                revision=policy.revision,
+                vocabulary=policy.vocabulary,
+                agreements=[*others, agreement],
+                register=policy.register,
+                model_text=policy.enforcer.model_text,
+            )
+        return await _evaluate_request(
+            request,
+            policy=policy,
+            person_info=self.person_info,
+            max_fields=self.max_fields,
+            decider=None,
+        )
