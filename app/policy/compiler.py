@@ -1,10 +1,11 @@
 """Compile agreements and the person register into Casbin policy lines.
 
 Agency groups and the purpose and field trees are expanded here, so the
-Casbin matcher only compares names. Lines are indexed two ways so that an
-evaluation hands Casbin a few candidate lines, not the whole policy:
-agreement lines by (requester, holder, field, purpose), register lines by
-person. Within a candidate list lines are ordered by stage, and the model's
+Casbin matcher only compares names. An evaluation hands Casbin a few
+candidate lines, not the whole policy: register lines are indexed by person;
+agreements are indexed by (requester, holder), and the lines of those that
+cover the asked field and purpose are made from each agreement's expanded
+blocks. Within a candidate list lines are ordered by stage, and the model's
 `priority` effect lets the first matching line decide:
 
   sealed > break-glass over an objection > objection > grant > break-glass
@@ -89,11 +90,10 @@ class CompiledPolicy:
         default_factory=lambda: defaultdict(list)
     )
     age_conditioned_pairs: set[tuple[str, str]] = field(default_factory=set)
-    # Agreement lines are compiled per (requester, holder) pair when first asked
-    # for, so a reload costs what the agreements cost, not what their expansion does.
-    _pair_lines: dict[tuple[str, str], dict[tuple[str, str], list[PolicyLine]]] = field(
-        default_factory=dict
-    )
+    # Each active agreement's grant and break-glass blocks, by agreement id. The
+    # lines a question needs are made from them when it is asked, so a reload
+    # costs what the agreements cost, not what expanding their trees would.
+    blocks: dict[str, list[_Block]] = field(default_factory=dict)
     # Every moment at which some line's validity starts or ends, sorted: between two
     # of them the same request gets the same answer, so the engine may memoise it.
     boundaries: list[str] = field(default_factory=list)
@@ -112,30 +112,57 @@ class CompiledPolicy:
             )
         return self.memo
 
-    def pair_lines(self, requester: str, holder: str) -> dict[tuple[str, str], list[PolicyLine]]:
-        """Agreement lines between two agencies, by (field, purpose), in stage order."""
-        lines = self._pair_lines.get((requester, holder))
-        if lines is None:
-            lines = _Builder(self).pair(requester, holder)
-            self._pair_lines[(requester, holder)] = lines  # a race only compiles twice
-        return lines
+    def agreement_lines(
+        self, requester: str, holder: str, field_name: str, purpose: str
+    ) -> list[PolicyLine]:
+        """Agreement lines between two agencies that cover one field and purpose."""
+        field_lineage = self.vocabulary.fields.lineage[field_name]
+        purpose_lineage = self.vocabulary.purposes.lineage[purpose]
+        return [
+            block.line(requester, holder, field_name, purpose)
+            for agreement in self.agreements_by_pair.get((requester, holder), ())
+            for block in self.blocks.get(agreement.id, ())
+            # a block covers a name when it grants the name or one above it
+            if not block.fields.isdisjoint(field_lineage)
+            and not block.purposes.isdisjoint(purpose_lineage)
+        ]
 
     def all_lines(self) -> list[PolicyLine]:
         lines = [line for group in self.person_lines.values() for line in group]
-        for requester, holder in self.agreements_by_pair:
-            for group in self.pair_lines(requester, holder).values():
-                lines += group
+        for (requester, holder), agreements in self.agreements_by_pair.items():
+            for agreement in agreements:
+                for block in self.blocks.get(agreement.id, ()):
+                    lines += [
+                        block.line(requester, holder, field_name, purpose)
+                        for field_name, purpose in product(
+                            _descendants(block.fields, self.vocabulary.fields.descendants),
+                            _descendants(block.purposes, self.vocabulary.purposes.descendants),
+                        )
+                    ]
         return sorted(lines)
 
     def candidates(
         self, *, requester: str, holder: str, person: str, field_name: str, purpose: str
     ) -> list[PolicyLine]:
         """The only lines that can match this request, in stage order."""
-        lines = self.person_lines.get(person, []) + self.pair_lines(requester, holder).get(
-            (field_name, purpose), []
+        lines = self.person_lines.get(person, []) + self.agreement_lines(
+            requester, holder, field_name, purpose
         )
         lines.sort(key=lambda line: line[0])
         return lines
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A grant or break-glass block of an active agreement."""
+
+    fields: frozenset[str]  # as granted: each covers itself and its descendants
+    purposes: frozenset[str]
+    template: PolicyLine  # the block's line, its requester, holder, field and purpose blank
+
+    def line(self, requester: str, holder: str, field_name: str, purpose: str) -> PolicyLine:
+        stage, _, _, person, _, _, *rest = self.template
+        return (stage, requester, holder, person, field_name, purpose, *rest)
 
 
 def _timestamp(moment: datetime | date | None) -> str:
@@ -202,62 +229,60 @@ class _Builder:
         holders = self.vocabulary.expand_agencies(agreement.providers)
         for pair in product(requesters, holders):
             self.policy.agreements_by_pair[pair].append(agreement)
+        self.policy.blocks[agreement.id] = self.blocks(agreement)
         if agreement.status == "active" and any(
             g.subject.min_age is not None or g.subject.max_age is not None for g in agreement.grants
         ):
             self.policy.age_conditioned_pairs.update(product(requesters, holders))
 
-    def pair(self, requester: str, holder: str) -> dict[tuple[str, str], list[PolicyLine]]:
-        """Grant and break-glass lines of the in-force-able agreements between two agencies."""
-        lines: dict[tuple[str, str], list[PolicyLine]] = defaultdict(list)
-        for agreement in self.policy.agreements_by_pair.get((requester, holder), []):
-            if agreement.status != "active":
-                continue  # drafts, suspended and revoked agreements permit nothing
-            window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
-            blocks: list[tuple[Stage, Iterable[str], Iterable[str], Grant | None]] = [
-                (Stage.GRANT, grant.fields, grant.purposes, grant)
-                for grant in agreement.grants
-                if not grant.requires_consent  # compiled per person, joined with consents
-            ]
-            if agreement.break_glass:
-                blocks.append(
-                    (
-                        Stage.BREAK_GLASS,
-                        agreement.break_glass.fields,
-                        agreement.break_glass.purposes,
-                        None,
-                    )
+    def blocks(self, agreement: Agreement) -> list[_Block]:
+        """The grant and break-glass blocks that an active agreement puts in force."""
+        if agreement.status != "active":
+            return []  # drafts, suspended and revoked agreements permit nothing
+        window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
+        blocks: list[tuple[Stage, Iterable[str], Iterable[str], Grant | None]] = [
+            (Stage.GRANT, grant.fields, grant.purposes, grant)
+            for grant in agreement.grants
+            if not grant.requires_consent  # compiled per person, joined with consents
+        ]
+        if agreement.break_glass:
+            blocks.append(
+                (
+                    Stage.BREAK_GLASS,
+                    agreement.break_glass.fields,
+                    agreement.break_glass.purposes,
+                    None,
                 )
-            for stage, fields, purposes, grant in blocks:
-                source = self.source(
-                    LineSource(
-                        stage,
-                        agreement.id,
-                        agreement.version,
-                        grant.obligations if grant else (),
-                    )
-                )
-                for field_name, purpose in product(self._fields(fields), self._purposes(purposes)):
-                    lines[(field_name, purpose)].append(
-                        self.line(
-                            stage=stage,
-                            requester=requester,
-                            holder=holder,
-                            person=ANY,
-                            field_name=field_name,
-                            purpose=purpose,
-                            min_age=grant.subject.min_age if grant else None,
-                            max_age=grant.subject.max_age if grant else None,
-                            emergency=ANY if grant else "yes",
-                            valid_from=window[0],
-                            valid_until=window[1],
-                            source=source,
-                            effect="allow",
+            )
+        return [
+            _Block(
+                fields=frozenset(fields),
+                purposes=frozenset(purposes),
+                template=self.line(
+                    stage=stage,
+                    requester="",
+                    holder="",
+                    person=ANY,
+                    field_name="",
+                    purpose="",
+                    min_age=grant.subject.min_age if grant else None,
+                    max_age=grant.subject.max_age if grant else None,
+                    emergency=ANY if grant else "yes",
+                    valid_from=window[0],
+                    valid_until=window[1],
+                    source=self.source(
+                        LineSource(
+                            stage,
+                            agreement.id,
+                            agreement.version,
+                            grant.obligations if grant else (),
                         )
-                    )
-        for group in lines.values():
-            group.sort(key=lambda line: line[0])
-        return dict(lines)
+                    ),
+                    effect="allow",
+                ),
+            )
+            for stage, fields, purposes, grant in blocks
+        ]
 
     def restriction(self, restriction: Restriction) -> None:
         stage = Stage.SEALED if restriction.kind == "sealed" else Stage.OBJECTION

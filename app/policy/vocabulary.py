@@ -27,10 +27,11 @@ class Agency:
 
 @dataclass(frozen=True)
 class Tree:
-    """A tree of dotted names with precomputed descendants."""
+    """A tree of dotted names with precomputed descendants and lineages."""
 
     names: tuple[str, ...]
-    descendants: Mapping[str, frozenset[str]]
+    descendants: Mapping[str, frozenset[str]]  # a name and every name below it
+    lineage: Mapping[str, frozenset[str]]  # a name and every name above it
 
     @classmethod
     def of(cls, names: Iterable[str], catalogue: str) -> Tree:
@@ -39,14 +40,20 @@ class Tree:
         if len(known) != len(ordered):
             raise VocabularyError(f"{catalogue}: duplicate names")
         below: dict[str, set[str]] = {name: {name} for name in ordered}
+        above: dict[str, set[str]] = {name: {name} for name in ordered}
         for name in ordered:
             parent = name.rpartition(".")[0]
             if parent and parent not in known:
                 raise VocabularyError(f"{catalogue}: '{name}' has no parent '{parent}'")
             while parent:
                 below[parent].add(name)
+                above[name].add(parent)
                 parent = parent.rpartition(".")[0]
-        return cls(ordered, {name: frozenset(sub) for name, sub in below.items()})
+        return cls(
+            ordered,
+            descendants={name: frozenset(sub) for name, sub in below.items()},
+            lineage={name: frozenset(line) for name, line in above.items()},
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self.descendants

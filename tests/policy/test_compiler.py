@@ -14,8 +14,10 @@ RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
 def test_groups_expand_to_every_member_agency() -> None:
     policy = scenario_policy(RECORDED)
     for holder in ("nhs.blackpool-hospitals", "nhs.lancashire-mental-health"):
-        lines = policy.pair_lines("la.blackpool.childrens-services", holder)
-        assert [line[-2] for line in lines[("health.mental", "safeguarding.children")]] == [
+        lines = policy.agreement_lines(
+            "la.blackpool.childrens-services", holder, "health.mental", "safeguarding.children"
+        )
+        assert [line[-2] for line in lines] == [
             "isa-blackpool-mash@1:grant",
             "isa-blackpool-mash@1:break-glass",
         ]
@@ -23,12 +25,18 @@ def test_groups_expand_to_every_member_agency() -> None:
 
 def test_a_granted_field_expands_to_itself_and_its_descendants_only() -> None:
     policy = scenario_policy(RECORDED)
-    lines_by_key = policy.pair_lines("la.blackpool.childrens-services", "police.lancashire")
     granted = {
         field
-        for (field, purpose), lines in lines_by_key.items()
-        if purpose == "safeguarding.children"
-        and any(line[0] == str(int(Stage.GRANT)) for line in lines)
+        for field in policy.vocabulary.fields.names
+        if any(
+            line[0] == str(int(Stage.GRANT))
+            for line in policy.agreement_lines(
+                "la.blackpool.childrens-services",
+                "police.lancashire",
+                field,
+                "safeguarding.children",
+            )
+        )
     }
     assert {"identity", "identity.ethnicity", "criminal.convictions"} <= granted
     assert "criminal" not in granted and "criminal.intelligence" not in granted
