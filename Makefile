@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-system-packages lint openapi clean
+.PHONY: run test test-system-packages lint openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test: $(STAMP) test-system-packages
 lint: $(STAMP)
 	$(BIN)/ruff check app tests migrations bench
 	$(BIN)/mypy app
+
+# The performance benchmarks in one recorded run (a few minutes; not part of `make test`).
+bench: $(STAMP) test-system-packages
+	$(BIN)/python -m bench.all
 
 openapi: $(STAMP)
 	$(ACCORD) openapi > openapi.yaml

@@ -7,7 +7,10 @@ For each size: compile time and memory (tracemalloc peak), Casbin policy lines,
 then per-field evaluation latency p50/p99 over a fixed request mix, cold
 (first time each request is seen) and warm (the same mix again). The p50 ratio
 against the smallest size shows whether the cost per decision stays flat as
-the policy grows. Prints a table and a JSON line.
+the policy grows. Then a full reload (recompiling every agreement in a thread,
+as a replica does) while decisions go on in the main thread: how long it
+took, how many decisions were answered meanwhile, and the slowest. Prints a
+table and a JSON line.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import gc
 import json
 import random
 import statistics
+import threading
 import time
 import tracemalloc
 from datetime import UTC, datetime
@@ -164,6 +168,7 @@ def measure(size: int, vocabulary_doc: dict[str, Any]) -> dict[str, Any]:
             timings[phase].append(time.perf_counter_ns() - began)
     cold_p50, cold_p99 = _percentiles(timings["cold"])
     warm_p50, warm_p99 = _percentiles(timings["warm"])
+    reload = _reload_while_deciding(policy, agreements, vocabulary, mix)
     return {
         "agreements": size,
         "casbin_lines": line_count,
@@ -174,6 +179,49 @@ def measure(size: int, vocabulary_doc: dict[str, Any]) -> dict[str, Any]:
         "cold_p99_us": round(cold_p99, 1),
         "warm_p50_us": round(warm_p50, 1),
         "warm_p99_us": round(warm_p99, 1),
+        **reload,
+    }
+
+
+def _reload_while_deciding(
+    live: CompiledPolicy,
+    agreements: list[Agreement],
+    vocabulary: Vocabulary,
+    mix: list[tuple[Question, PersonFacts]],
+) -> dict[str, Any]:
+    """Recompile every agreement in a thread, as a replica does on a new revision,
+    while this thread keeps deciding on the live policy; how many decisions were
+    answered meanwhile, and the slowest of them."""
+    done = threading.Event()
+    reload_seconds = 0.0
+
+    def recompile() -> None:
+        nonlocal reload_seconds
+        started = time.perf_counter()
+        compile_policy(
+            revision=3,
+            vocabulary=vocabulary,
+            agreements=agreements,
+            register={},
+            model_text=MODEL_TEXT,
+        )
+        reload_seconds = time.perf_counter() - started
+        done.set()
+
+    answered, slowest_ns = 0, 0
+    thread = threading.Thread(target=recompile)
+    thread.start()
+    while not done.is_set():
+        question, facts = mix[answered % len(mix)]
+        began = time.perf_counter_ns()
+        evaluate(live, question, facts, NOW)
+        slowest_ns = max(slowest_ns, time.perf_counter_ns() - began)
+        answered += 1
+    thread.join()
+    return {
+        "reload_under_load_seconds": round(reload_seconds, 3),
+        "decisions_during_reload": answered,
+        "slowest_during_reload_ms": round(slowest_ns / 1e6, 2),
     }
 
 
