@@ -23,7 +23,7 @@ from app.agreements.service import current_agreements
 from app.auth import Caller
 from app.clients.service import load_callers
 from app.errors import PolicyUnavailable
-from app.metrics import POLICY_RELOAD_SECONDS, POLICY_REVISION
+from app.metrics import POLICY_RELOAD_FAILURES, POLICY_RELOAD_SECONDS, POLICY_REVISION
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import load_vocabulary
 from app.policy_state import read_revision
@@ -84,16 +84,29 @@ class LivePolicy:
         return self._state
 
     def refresh(self) -> None:
-        """Compile and swap in the database's policy if its revision moved (blocking)."""
+        """Compile and swap in the database's policy if its revision moved (blocking).
+
+        Any other revision is reloaded, a lower one too (a database restored from a
+        backup). If the new policy fails to compile, the previous one stays live but
+        the API clients are still taken from the new revision, so a revoked key stops
+        working whatever happens to the agreements.
+        """
         with self._compiling:
             with self._engine.connect() as connection:
                 revision = read_revision(connection)
-            if self._state is not None and self._state.policy.revision >= revision:
+            if self._state is not None and self._state.policy.revision == revision:
                 return
             started = time.perf_counter()
-            state = load_state(
-                self._engine, vocabulary_file=self._vocabulary_file, model_file=self._model_file
-            )
+            try:
+                state = load_state(
+                    self._engine,
+                    vocabulary_file=self._vocabulary_file,
+                    model_file=self._model_file,
+                )
+            except Exception:
+                POLICY_RELOAD_FAILURES.inc()
+                self._take_callers()
+                raise
             self._state = state  # one assignment: decisions in flight keep the old policy
             POLICY_RELOAD_SECONDS.observe(time.perf_counter() - started)
             POLICY_REVISION.set(state.policy.revision)
@@ -103,6 +116,18 @@ class LivePolicy:
             agreements=len(state.policy.agreements),
             persons_in_register=len(state.policy.register),
         )
+
+    def _take_callers(self) -> None:
+        """Keep the policy but take the database's API clients, if it can be read."""
+        if self._state is None:
+            return
+        try:
+            with Session(self._engine) as session:
+                callers = load_callers(session)
+        except Exception as exc:  # the database is unreachable: the reload's error says so
+            log.error("API clients not reloaded", error=str(exc).splitlines()[0])
+            return
+        self._state = LiveState(self._state.policy, callers)
 
     async def follow(self, interval: float) -> None:
         """Refresh every `interval` seconds until cancelled."""

@@ -1,7 +1,8 @@
 """Prometheus metrics. With several workers, prometheus-client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set by `accord serve --workers N`) sums them across processes.
 Break-glass queue gauges are read from the database at scrape time, so every
-replica reports the same truth.
+replica reports the same truth; with the database down they are left out and
+the rest of the scrape is still served.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from collections.abc import Iterator
 from datetime import timedelta
 
+import structlog
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -23,8 +25,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.audit.reviews import queue_counts
+
+log = structlog.get_logger(__name__)
 
 DECISIONS = Counter(
     "accord_decisions", "Field decisions answered", ["decision", "reason", "purpose"]
@@ -52,6 +57,9 @@ POLICY_REVISION = Gauge(
 POLICY_RELOAD_SECONDS = Histogram(
     "accord_policy_reload_seconds", "Time to load and compile a policy revision"
 )
+POLICY_RELOAD_FAILURES = Counter(
+    "accord_policy_reload_failures", "Policy revisions that failed to load or compile"
+)
 PERSON_INFO_CALLS = Counter(
     "accord_person_info_calls", "Calls to the person-information service", ["result"]
 )
@@ -65,8 +73,12 @@ class BreakGlassQueue(Collector):
         self._overdue_after = overdue_after
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self._engine.connect() as connection:
-            pending, overdue = queue_counts(connection, overdue_after=self._overdue_after)
+        try:
+            with self._engine.connect() as connection:
+                pending, overdue = queue_counts(connection, overdue_after=self._overdue_after)
+        except SQLAlchemyError as exc:  # the rest of the scrape still matters most then
+            log.error("break-glass queue not counted", error=str(exc))
+            return
         yield GaugeMetricFamily(
             "accord_break_glass_reviews_pending", "Break-glass permits awaiting review", pending
         )

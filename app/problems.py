@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from app.audit.writer import AuditUnavailable
@@ -119,6 +120,11 @@ def _simple(status: int, title: str) -> Any:
     return handler
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> Response:
+    log.error("database unavailable", error=str(exc).splitlines()[0])
+    return problem_response(503, "Database unavailable", "the database cannot be reached")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidRequest, _invalid)
@@ -131,6 +137,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         AuditUnavailable, _simple(503, "Audit unavailable: no decision was made")
     )
     app.add_exception_handler(PolicyUnavailable, _simple(503, "Policy unavailable"))
+    # The database is unreachable or refuses work (down, read-only): retry later.
+    app.add_exception_handler(OperationalError, _database_unavailable)
 
 
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,15 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
             during = server.post("/v1/decisions", json=REQUEST, timeout=15)
             assert during.status_code == 503
             assert "decision_id" not in during.json()
+            search = server.get("/v1/audit/decisions", params={"person": "P-101"}, timeout=15)
+            assert search.status_code == 503, search.text
+            assert search.headers["content-type"] == "application/problem+json"
+            # The scrape still comes, with the audit failures that explain the 503s;
+            # only the break-glass gauges, counted in the database, are left out.
+            scrape = server.get("/metrics", timeout=15)
+            assert scrape.status_code == 200
+            assert "accord_audit_commit_failures_total" in scrape.text
+            assert "accord_break_glass_reviews_pending" not in scrape.text
             postgres.resume()
             assert _wait_for(lambda: server.get("/readyz").status_code == 200, 20)
             assert _wait_for(
