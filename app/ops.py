@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from app.auth import AnyClient
 from app.metrics import render
@@ -26,6 +27,28 @@ class Readiness(BaseModel):
     policy_revision: int
 
 
+# PostgreSQL: can this session write audit rows? A read-only cluster, database or
+# standby (transaction_read_only), or a role without INSERT on the audit table.
+_PG_AUDIT_WRITABLE = text(
+    "SELECT current_setting('transaction_read_only') = 'off'"
+    " AND coalesce(has_table_privilege(to_regclass('audit_decisions'), 'INSERT'), true)"
+    " AND coalesce(has_table_privilege(to_regclass('audit_chain_head'), 'UPDATE'), true)"
+)
+
+
+def _audit_store_read_only(connection: Connection) -> bool:
+    """True when audit rows cannot be written now, though the database answers reads."""
+    if connection.dialect.name == "postgresql":
+        return not connection.execute(_PG_AUDIT_WRITABLE).scalar()
+    database = connection.engine.url.database
+    if connection.dialect.name != "sqlite" or not database or database == ":memory:":
+        return False
+    # SQLite writes through the file and its WAL (a read-only filesystem, an
+    # immutable or write-protected file); os.access sees what the kernel would refuse.
+    files = [database, f"{database}-wal"]
+    return any(os.path.exists(path) and not os.access(path, os.W_OK) for path in files)
+
+
 @router.get("/healthz")
 async def healthz() -> Health:
     """The process is up."""
@@ -37,14 +60,19 @@ async def readyz(request: Request) -> Readiness | Response:
     """Ready to decide: the database answers and a policy is loaded."""
     engine = request.app.state.engine
 
-    def ping() -> None:
+    def ping() -> bool:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+            return _audit_store_read_only(connection)
 
     try:
-        await asyncio.wait_for(asyncio.to_thread(ping), timeout=2)
+        read_only = await asyncio.wait_for(asyncio.to_thread(ping), timeout=2)
     except Exception as exc:
         return problem_response(503, "Not ready", f"database unreachable: {type(exc).__name__}")
+    if read_only:
+        return problem_response(
+            503, "Not ready", "database is read-only: no audit row can be written"
+        )
     live = request.app.state.live
     if not live.loaded:
         return problem_response(503, "Not ready", "no policy loaded")

@@ -49,3 +49,13 @@ def test_http_benchmark_loads_accord_and_the_bare_endpoint() -> None:
     assert isinstance(figures, list)
     assert [(row["fields"], row["connections"]) for row in figures] == [(1, 2), (20, 2)]
     assert all(row["accord_errors"] == 0 and row["accord_rps"] > 0 for row in figures)
+
+
+def test_soak_benchmark_samples_the_server_and_counts_every_answer() -> None:
+    figures = _last_json_line("bench.soak", "--minutes", "0.1", "--sample-seconds", "2")["soak"]
+    assert isinstance(figures, dict)
+    assert figures["answered"] == figures["audit_rows"] > 0
+    assert figures["answered_missing_from_audit"] == 0 and figures["chain_intact"] is True
+    samples = figures["samples"]
+    assert len(samples) >= 3  # the baseline, at least one interval, the end
+    assert all(sample["rss_mib"] > 0 and sample["fds"] > 0 for sample in samples)
