@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import Forbidden, PolicyUnavailable
@@ -24,7 +23,13 @@ from app.middleware import send_problem
 
 log = structlog.get_logger(__name__)
 SCOPES = ("decide", "decide:any", "audit", "manage")
-_bearer = HTTPBearer(auto_error=False, description="An API key from `accord clients create`")
+# Authenticate has checked the key before a route runs; openapi.yaml declares the
+# scheme on every route but health (app/problems.py, document_problems).
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key from `accord clients create`",
+}
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,7 @@ async def _refuse_401(send: Send, detail: str) -> None:
 def require(*accepted: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency admitting callers that hold any of the `accepted` scopes."""
 
-    async def authorize(
-        request: Request,
-        # Declares the scheme in OpenAPI; Authenticate has already checked the key.
-        _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    ) -> Caller:
+    async def authorize(request: Request) -> Caller:
         caller: Caller = request.state.caller
         if not caller.scopes & set(accepted):
             log.warning("request refused: scope", client=caller.client_id, path=request.url.path)

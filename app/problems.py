@@ -14,12 +14,12 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from app.audit.writer import AuditUnavailable
+from app.auth import BEARER_SCHEME, PUBLIC_PATHS
 from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, PolicyUnavailable
 from app.policy.agreements import AgreementInvalid
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
-PUBLIC_PATHS = ("/healthz", "/readyz")
 COMMON_ERRORS = {
     "401": "No API key, or an unknown one",
     "403": "The key's scopes or agencies do not allow this",
@@ -145,7 +145,9 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Describe every error response as the problem+json body it really is.
 
     FastAPI documents errors as application/json, and 422 as its own
-    validation shape; Accord answers every error with `Problem`. The answers
+    validation shape; Accord answers every error with `Problem`. Every route
+    but health is declared to need the bearer key (the Authenticate middleware
+    checks it before any route runs). The answers
     every authenticated route can give (no key, wrong scope, a body too large,
     no policy or database) are added where the route does not list them.
     """
@@ -154,6 +156,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             if path not in PUBLIC_PATHS:
+                operation["security"] = [{"HTTPBearer": []}]
                 expected = dict(COMMON_ERRORS)
                 if "requestBody" in operation:
                     expected["400"] = "The body could not be read as JSON"
@@ -165,7 +168,8 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             for status, response in responses.items():
                 if int(status) >= 400:
                     response["content"] = problem_content
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    schema.setdefault("components", {})["securitySchemes"] = {"HTTPBearer": BEARER_SCHEME}
+    components = schema["components"].setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
