@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-system-packages lint openapi bench clean
+.PHONY: run test test-system-packages lint openapi bench audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ lint: $(STAMP)
 # The performance benchmarks in one recorded run (a few minutes; not part of `make test`).
 bench: $(STAMP) test-system-packages
 	$(BIN)/python -m bench.all
+
+# Known vulnerabilities in every installed distribution but Accord itself. --strict: a
+# distribution pip-audit cannot look up fails the run (without it: exit 0, nothing audited).
+# Needs PyPI's per-version JSON API or OSV, which this workplace cannot reach: not in `test`.
+audit: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable > $(VENV)/audit-requirements.txt
+	$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+		-r $(VENV)/audit-requirements.txt
 
 openapi: $(STAMP)
 	$(ACCORD) openapi > openapi.yaml
