@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import signal
 import sys
 import tempfile
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from sqlalchemy.orm import Session
 
@@ -33,6 +36,11 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers are separate processes: their metrics are summed through files here.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="accord-metrics-")
+    # On SIGTERM uvicorn stops accepting, finishes in-flight requests (at most
+    # ACCORD_SHUTDOWN_GRACE_SECONDS), runs the lifespan shutdown (the audit writer
+    # flushes), then raises SIGTERM again to the handler it found: exit 0 there,
+    # so a clean shutdown is not reported as death by signal (143).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -42,8 +50,13 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
 
 
 def _db_upgrade(_: argparse.Namespace) -> int:

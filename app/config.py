@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `accord serve` binds")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `accord serve` binds")
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    shutdown_grace_seconds: int = Field(
+        default=20,
+        ge=1,
+        le=3600,
+        description="On SIGTERM, how long in-flight requests may run before they are cancelled",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written"
     )
