@@ -25,7 +25,8 @@ run: $(STAMP)
 	$(ACCORD) serve
 
 # Debian packages the suite uses: PostgreSQL (throwaway servers), Chromium and its
-# driver (the console's browser test), wrk (the HTTP benchmark's smoke run).
+# driver (the console's browser test), wrk (the HTTP benchmark's smoke run), nginx
+# (the replica test's load balancer).
 test-system-packages:
 	@missing=""; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
@@ -33,6 +34,7 @@ test-system-packages:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
