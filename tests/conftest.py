@@ -38,6 +38,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
+    """Poll `predicate` until it holds or `seconds` pass; whether it held."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 def accord(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the `accord` command as a user would."""
     result = subprocess.run(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import SCOPES
 from app.models import AuditDecision
-from tests.conftest import ScenarioService, Server, create_key, scenario_env
+from tests.conftest import ScenarioService, Server, create_key, scenario_env, wait_until
 
 OVERSEE = frozenset({"manage", "audit"})
 MANAGE = frozenset({"manage"})
@@ -92,15 +91,6 @@ def _served_routes(server: Server) -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, ops in paths.items() for method in ops}
 
 
-def _wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def _log_events(server: Server) -> list[dict[str, Any]]:
     events = []
     for line in server.logs().splitlines():
@@ -127,7 +117,7 @@ def keys(scenario_service: ScenarioService) -> dict[str, str]:
         for scope, (client_id, agency) in CLIENTS.items()
     }
     for key in made.values():
-        assert _wait_until(lambda k=key: server.get("/v1/vocabulary", key=k).is_success, 5)
+        assert wait_until(lambda k=key: server.get("/v1/vocabulary", key=k).is_success, 5)
     return made
 
 
@@ -260,7 +250,7 @@ def test_client_lifecycle_through_the_api(
     revoked = server.post("/v1/clients/t-lifecycle/revoke")
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["revoked_by"] == server.client_id
-    assert _wait_until(lambda: server.get("/v1/vocabulary", key=key).status_code == 401, 2)
+    assert wait_until(lambda: server.get("/v1/vocabulary", key=key).status_code == 401, 2)
     again = server.post("/v1/clients/t-lifecycle/revoke")
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"

@@ -58,6 +58,7 @@ from tests.conftest import (
     jsonable,
     load_yaml,
     scenario_env,
+    wait_until,
 )
 
 SCENARIO_CASES = load_yaml(SCENARIO / "cases.yaml")
@@ -110,15 +111,6 @@ def _no_secret_in(secret: str, *texts: str) -> None:
 
 def _error_texts(error: BaseException) -> list[str]:
     return [str(error), repr(error), "".join(traceback.format_exception(error))]
-
-
-def _wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # -- Same answers as the raw API -------------------------------------------------
@@ -287,7 +279,7 @@ def test_deciding_for_another_agency_raises_forbidden(scenario_service: Scenario
         scopes="decide",
         agencies="police.lancashire",
     )
-    assert _wait_until(lambda: server.get("/v1/vocabulary", key=key).is_success, 5)
+    assert wait_until(lambda: server.get("/v1/vocabulary", key=key).is_success, 5)
     mine = _question(DECISION_CASES[0]["request"])  # children's services ask the police
     assert mine["holder"] == "police.lancashire"
     others = {**mine, "holder": "nhs.lancashire-mental-health"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.db import make_engine, upgrade_schema
 from app.models import AuditDecision
-from tests.conftest import SCENARIO, accord, scenario_env, start_server
+from tests.conftest import SCENARIO, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres
 
 REQUEST = {
@@ -22,15 +21,6 @@ REQUEST = {
     "field": "criminal.convictions",
     "purpose": "safeguarding.children",
 }
-
-
-def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
@@ -57,7 +47,7 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
         try:
             time.sleep(1)
             postgres.pause()
-            assert _wait_for(lambda: server.get("/readyz").status_code == 503, 10)
+            assert wait_until(lambda: server.get("/readyz").status_code == 503, 10)
             during = server.post("/v1/decisions", json=REQUEST, timeout=15)
             assert during.status_code == 503
             assert "decision_id" not in during.json()
@@ -71,8 +61,8 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
             assert "accord_audit_commit_failures_total" in scrape.text
             assert "accord_break_glass_reviews_pending" not in scrape.text
             postgres.resume()
-            assert _wait_for(lambda: server.get("/readyz").status_code == 200, 20)
-            assert _wait_for(
+            assert wait_until(lambda: server.get("/readyz").status_code == 200, 20)
+            assert wait_until(
                 lambda: server.post("/v1/decisions", json=REQUEST).status_code == 200, 20
             )
             time.sleep(1)

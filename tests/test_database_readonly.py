@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from app.db import make_engine, upgrade_schema
 from app.models import AuditDecision
-from tests.conftest import SCENARIO, Server, accord, scenario_env, start_server
+from tests.conftest import SCENARIO, Server, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres
 
 BASE = {
@@ -57,15 +57,6 @@ class Answer:
     content_type: str
     decision_ids: list[str]
     gave_decision: bool  # a "decision" or "decisions" in the body
-
-
-def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _ask(client: httpx.Client, path: str, body: object) -> Answer:
@@ -107,7 +98,7 @@ def _readonly_then_writable(
     try:
         time.sleep(1)
         make_readonly()
-        assert _wait_for(lambda: server.get("/readyz").status_code == 503, 10), "still ready"
+        assert wait_until(lambda: server.get("/readyz").status_code == 503, 10), "still ready"
         readonly_from = time.monotonic() + 0.5  # let every pooled session see the change
         time.sleep(1.5)
         not_ready = server.get("/readyz")
@@ -121,8 +112,8 @@ def _readonly_then_writable(
                 assert refused.decision_ids == [] and not refused.gave_decision
         readonly_until = time.monotonic()
         make_writable()
-        assert _wait_for(lambda: server.get("/readyz").status_code == 200, 20), "not ready again"
-        assert _wait_for(
+        assert wait_until(lambda: server.get("/readyz").status_code == 200, 20), "not ready again"
+        assert wait_until(
             lambda: server.post("/v1/decisions", json=SINGLE).status_code == 200, 20
         ), "no decision after the database became writable"
         time.sleep(1)
