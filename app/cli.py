@@ -13,10 +13,11 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.agreements.service import ImportRefused, import_agreements
-from app.audit.integrity import purge_before, verify_chain
+from app.audit.integrity import purge_before, read_head, verify_chain
 from app.auth import SCOPES
 from app.clients.service import create_client, revoke_client
 from app.config import PROJECT_DIR, get_settings
@@ -187,10 +188,9 @@ def _audit_purge(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    engine = make_engine(settings.database_url, write_lock_at_begin=True)
+    engine = make_engine(settings.database_url)  # it verifies without the write lock
     try:
-        with engine.begin() as connection:
-            purge = purge_before(connection, before=before, actor=args.actor)
+        purge = purge_before(engine, before=before, actor=args.actor)
     except InvalidRequest as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -203,6 +203,29 @@ def _audit_purge(args: argparse.Namespace) -> int:
             f"purged {purge.rows_removed} rows up to row {purge.last_seq}; "
             "checkpoint recorded, the rest of the chain still verifies"
         )
+    return 0
+
+
+def _audit_head(_: argparse.Namespace) -> int:
+    """Print the chain head as one JSON line, to be copied outside the database."""
+    import json
+
+    from app.models import AuditDecision
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        with engine.connect() as connection:
+            head = read_head(connection)
+            decision_id = connection.scalar(
+                select(AuditDecision.decision_id).where(
+                    AuditDecision.seq == head.seq, AuditDecision.row_hash == head.hash
+                )
+            )
+    finally:
+        engine.dispose()
+    read_at = datetime.now(UTC).isoformat(timespec="seconds")
+    record = {"seq": head.seq, "hash": head.hash, "decision_id": decision_id, "read_at": read_at}
+    print(json.dumps(record))
     return 0
 
 
@@ -350,6 +373,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--actor", default="cli", help="who is purging (recorded)")
     purge.set_defaults(run=_audit_purge)
+    audit.add_parser(
+        "head", help="print the chain head (seq, hash) as JSON, to keep outside the database"
+    ).set_defaults(run=_audit_head)
 
     commands.add_parser("openapi", help="print the served OpenAPI schema as YAML").set_defaults(
         run=_openapi

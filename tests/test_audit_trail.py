@@ -819,13 +819,12 @@ def test_purge_removes_only_a_verified_prefix_behind_a_checkpoint(engine: Engine
             select(AuditDecision.row_hash).where(AuditDecision.seq == 30)
         )
 
-    with pytest.raises(InvalidRequest, match="future"), engine.begin() as connection:
-        purge_before(connection, before=datetime.now(UTC) + timedelta(days=1), actor="dpo")
+    with pytest.raises(InvalidRequest, match="future"):
+        purge_before(engine, before=datetime.now(UTC) + timedelta(days=1), actor="dpo")
     assert len(_seqs(engine)) == 60
 
     before = _years_ago(9)
-    with engine.begin() as connection:
-        assert purge_before(connection, before=before, actor="dpo") == Purge(30, 30)
+    assert purge_before(engine, before=before, actor="dpo") == Purge(30, 30)
     assert _seqs(engine) == list(range(31, 61))
     [checkpoint] = _checkpoints(engine)
     assert (checkpoint.last_seq, checkpoint.last_hash) == (30, hash_of_30)
@@ -836,13 +835,12 @@ def test_purge_removes_only_a_verified_prefix_behind_a_checkpoint(engine: Engine
     assert verification.intact and verification.rows_checked == 30
     assert verification.last_seq == 60
 
-    with engine.begin() as connection:  # an earlier date: nothing left to remove
-        assert purge_before(connection, before=_years_ago(11), actor="dpo") is None
+    # An earlier date: nothing left to remove.
+    assert purge_before(engine, before=_years_ago(11), actor="dpo") is None
     assert len(_seqs(engine)) == 30
     assert len(_checkpoints(engine)) == 1
 
-    with engine.begin() as connection:
-        assert purge_before(connection, before=_years_ago(7), actor="dpo") == Purge(50, 20)
+    assert purge_before(engine, before=_years_ago(7), actor="dpo") == Purge(50, 20)
     assert _seqs(engine) == list(range(51, 61))
     assert [c.last_seq for c in _checkpoints(engine)] == [30, 50]
 
