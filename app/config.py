@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.decision.schemas import MAX_BATCH_FIELDS
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,10 @@ class Settings(BaseSettings):
         default=256 * 1024, ge=1024, description="Largest request body accepted (413 beyond)"
     )
     max_batch_fields: int = Field(
-        default=500, ge=1, description="Most fields one batch decision may ask for"
+        default=500,
+        ge=1,
+        le=MAX_BATCH_FIELDS,  # the request schema's cap on a list of fields
+        description="Most fields one batch decision may ask for",
     )
     audit_max_batch: int = Field(
         default=1000, ge=1, description="Most audit rows written in one group commit"
