@@ -5,13 +5,20 @@ BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-system-packages lint openapi bench audit clean
+.PHONY: run test test-system-packages lint openapi bench audit constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+# Re-resolve the ranges in pyproject.toml to their newest versions and freeze them.
+constraints:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet -e ".[dev]"
+	{ sed -n '1,2p' constraints.txt; $(VENV)-lock/bin/pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf $(VENV)-lock
 
 DEMO_KEY := var/demo.key
 
@@ -55,13 +62,11 @@ lint: $(STAMP)
 bench: $(STAMP) test-system-packages
 	$(BIN)/python -m bench.all
 
-# Known vulnerabilities in every installed distribution but Accord itself. --strict: a
+# Known vulnerabilities in every locked distribution (constraints.txt). --strict: a
 # distribution pip-audit cannot look up fails the run (without it: exit 0, nothing audited).
 # Needs PyPI's per-version JSON API or OSV, which this workplace cannot reach: not in `test`.
 audit: $(STAMP)
-	$(BIN)/pip freeze --exclude-editable > $(VENV)/audit-requirements.txt
-	$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
-		-r $(VENV)/audit-requirements.txt
+	$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r constraints.txt
 
 openapi: $(STAMP)
 	$(ACCORD) openapi > openapi.yaml
