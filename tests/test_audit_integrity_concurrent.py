@@ -3,11 +3,9 @@ PostgreSQL guards on the chain's tables (TRUNCATE, the head, the checkpoints).""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,10 +20,10 @@ from sqlalchemy.exc import DBAPIError
 
 from app.audit.chain import GENESIS
 from app.audit.integrity import Purge, purge_before, verify_chain
-from app.audit.writer import AuditRecord, AuditWriter
 from app.config import PROJECT_DIR
 from app.db import make_engine, upgrade_schema
 from app.models import AuditChainHead, AuditCheckpoint, AuditDecision
+from tests.audit_rows import write_rows
 from tests.conftest import SCENARIO, Server, accord, scenario_env
 from tests.postgres import ThrowawayPostgres
 
@@ -87,40 +85,9 @@ class DecisionLoad:
             thread.join(timeout=60)
 
 
-def _record(at: datetime, n: int) -> AuditRecord:
-    return AuditRecord(
-        decision_id=str(uuid.uuid4()),
-        request_id=f"seed-{n}",
-        decided_at=at,
-        client="seed",
-        requester="la.blackpool.childrens-services",
-        holder="police.lancashire",
-        person_id=f"P-SEED-{n % 50}",
-        field="identity.name",
-        purpose="safeguarding.children",
-        decision="permit" if n % 2 else "deny",
-        reason="agreement" if n % 2 else "subject-condition-not-met",
-        agreement_id="isa-blackpool-mash",
-        agreement_version=1,
-        restriction_id=None,
-        consent_id=None,
-        break_glass=False,
-        justification=None,
-        user_ref="sw.ahmed",
-        case_ref=None,
-        policy_revision=1,
-    )
-
-
 def _write(engine: Engine, count: int, at: datetime) -> None:
-    """Chain `count` rows decided at `at` (a microsecond apart) through the real writer."""
-    writer = AuditWriter(engine, max_batch_rows=1000, timeout_seconds=120)
-    writer.start()
-    try:
-        records = [_record(at + timedelta(microseconds=n), n) for n in range(count)]
-        asyncio.run(writer.write(records))
-    finally:
-        writer.stop()
+    """Chain `count` rows decided at `at`, a microsecond apart."""
+    write_rows(engine, [at + timedelta(microseconds=n) for n in range(count)])
 
 
 def _rows(engine: Engine) -> int:

@@ -7,7 +7,6 @@ Expectations are computed from what the decision API answered, never hard-coded.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import itertools
@@ -30,9 +29,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.audit.integrity import Purge, purge_before, verify_chain
-from app.audit.writer import AuditRecord, AuditWriter
 from app.errors import InvalidRequest
 from app.models import AuditCheckpoint, AuditDecision
+from tests.audit_rows import write_rows
 from tests.conftest import (
     SCENARIO,
     Backend,
@@ -758,41 +757,6 @@ def test_an_edited_or_removed_row_is_named_by_verify(
 # 7. Purge behind a checkpoint.
 
 
-def _record(at: datetime, n: int) -> AuditRecord:
-    return AuditRecord(
-        decision_id=str(uuid.uuid4()),
-        request_id=f"purge-{n}",
-        decided_at=at,
-        client="purge-test",
-        requester=CHILDREN,
-        holder=POLICE,
-        person_id=f"P-OLD-{n % 4}",
-        field="identity.name",
-        purpose="safeguarding.children",
-        decision="permit" if n % 2 else "deny",
-        reason="agreement" if n % 2 else "subject-condition-not-met",
-        agreement_id="isa-blackpool-mash",
-        agreement_version=1,
-        restriction_id=None,
-        consent_id=None,
-        break_glass=False,
-        justification=None,
-        user_ref="sw.ahmed",
-        case_ref=None,
-        policy_revision=1,
-    )
-
-
-def _write(engine: Engine, moments: list[datetime]) -> None:
-    """Write rows through the real group-commit writer, decided at the given moments."""
-    writer = AuditWriter(engine, max_batch_rows=1000, timeout_seconds=30)
-    writer.start()
-    try:
-        asyncio.run(writer.write([_record(at, n) for n, at in enumerate(moments)]))
-    finally:
-        writer.stop()
-
-
 def _years_ago(years: float) -> datetime:
     return datetime.now(UTC) - timedelta(days=365 * years)
 
@@ -813,7 +777,7 @@ def test_purge_removes_only_a_verified_prefix_behind_a_checkpoint(engine: Engine
         + [_years_ago(8) + timedelta(minutes=i) for i in range(20)]
         + [datetime.now(UTC) - timedelta(hours=1) + timedelta(seconds=i) for i in range(10)]
     )
-    _write(engine, moments)
+    write_rows(engine, moments)
     with engine.connect() as connection:
         hash_of_30 = connection.scalar(
             select(AuditDecision.row_hash).where(AuditDecision.seq == 30)
@@ -844,7 +808,7 @@ def test_purge_removes_only_a_verified_prefix_behind_a_checkpoint(engine: Engine
     assert _seqs(engine) == list(range(51, 61))
     assert [c.last_seq for c in _checkpoints(engine)] == [30, 50]
 
-    _write(engine, [datetime.now(UTC)])  # the chain goes on after a purge
+    write_rows(engine, [datetime.now(UTC)])  # the chain goes on after a purge
     with engine.connect() as connection:
         verification = verify_chain(connection)
     assert verification.intact and verification.rows_checked == 11
@@ -855,8 +819,8 @@ def test_the_purge_command_refuses_recent_and_future_dates(
     database_url: str, engine: Engine
 ) -> None:
     env = scenario_env(database_url)
-    _write(engine, [_years_ago(10) + timedelta(minutes=i) for i in range(15)])
-    _write(engine, [datetime.now(UTC) - timedelta(minutes=5 - i) for i in range(5)])
+    write_rows(engine, [_years_ago(10) + timedelta(minutes=i) for i in range(15)])
+    write_rows(engine, [datetime.now(UTC) - timedelta(minutes=5 - i) for i in range(5)])
     today = datetime.now(UTC).date()
 
     for when, extra, why in (

@@ -6,11 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from app.db import make_engine, upgrade_schema
-from app.models import AuditDecision
+from app.db import upgrade_schema
+from tests.audit_rows import recorded_decision_ids
 from tests.conftest import SCENARIO, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres
 
@@ -75,14 +72,7 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
         assert statuses <= {200, 503}, statuses
         answered = [decision_id for status, decision_id in answers if status == 200]
         assert 503 in statuses and answered
-        engine = make_engine(url)
-        with Session(engine) as session:
-            recorded = set(
-                session.scalars(
-                    select(AuditDecision.decision_id).where(AuditDecision.decision_id.in_(answered))
-                )
-            )
-        engine.dispose()
+        recorded = recorded_decision_ids(url, answered)
         assert recorded == set(answered), "a decision was answered without its audit row"
     finally:
         postgres.stop()

@@ -31,11 +31,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from app.db import make_engine, upgrade_schema
-from app.models import AuditDecision
+from app.db import upgrade_schema
+from tests.audit_rows import recorded_decision_ids
 from tests.conftest import SCENARIO, Server, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres
 
@@ -136,14 +134,7 @@ def _readonly_then_writable(
     answered = [i for answer in answers if answer.status == 200 for i in answer.decision_ids]
     after = [answer for answer in answers if answer.sent > readonly_until]
     assert answered and any(answer.status == 200 for answer in after)
-    engine = make_engine(url)
-    with Session(engine) as session:
-        recorded = set(
-            session.scalars(
-                select(AuditDecision.decision_id).where(AuditDecision.decision_id.in_(answered))
-            )
-        )
-    engine.dispose()
+    recorded = recorded_decision_ids(url, answered)
     assert recorded == set(answered), "a decision was answered without its audit row"
     assert accord("audit", "verify", env=server.env).stdout.startswith("intact")
 
