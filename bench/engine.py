@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app.decision.engine import PersonFacts, Question, evaluate
+from app.live_policy import collector_paused
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.vocabulary import Vocabulary, parse_vocabulary
@@ -189,7 +190,8 @@ def _reload_while_deciding(
     vocabulary: Vocabulary,
     mix: list[tuple[Question, PersonFacts]],
 ) -> dict[str, Any]:
-    """Recompile every agreement in a thread, as a replica does on a new revision,
+    """Recompile every agreement in a thread, as a replica does on a new revision
+    (with the cyclic garbage collector paused, as `LivePolicy.refresh` does it),
     while this thread keeps deciding on the live policy; how many decisions were
     answered meanwhile, and the slowest of them."""
     done = threading.Event()
@@ -198,13 +200,14 @@ def _reload_while_deciding(
     def recompile() -> None:
         nonlocal reload_seconds
         started = time.perf_counter()
-        compile_policy(
-            revision=3,
-            vocabulary=vocabulary,
-            agreements=agreements,
-            register={},
-            model_text=MODEL_TEXT,
-        )
+        with collector_paused():  # as LivePolicy.refresh compiles
+            compile_policy(
+                revision=3,
+                vocabulary=vocabulary,
+                agreements=agreements,
+                register={},
+                model_text=MODEL_TEXT,
+            )
         reload_seconds = time.perf_counter() - started
         done.set()
 

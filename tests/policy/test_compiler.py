@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import UTC, datetime
 
+from app.decision.engine import PersonFacts, Question, evaluate
 from app.policy.compiler import Stage
 from app.policy.vocabulary import VocabularyError, parse_vocabulary
 from tests.scenario import scenario_policy
@@ -82,3 +85,21 @@ def test_vocabulary_refuses_an_orphan_and_an_unknown_class() -> None:
             assert message in str(exc)
         else:
             raise AssertionError(f"accepted {fields}")
+
+
+def test_a_replaced_policy_is_freed_without_the_cyclic_collector() -> None:
+    """Replicas freeze each new policy out of garbage collection (collector_paused): a
+    policy must hold no reference cycle, or every replaced one would stay in memory."""
+    policy = scenario_policy(RECORDED)
+    for field in policy.vocabulary.fields.names:  # fill the memo and the enforcer's state
+        question = Question(
+            "la.blackpool.childrens-services", "police.lancashire", "P-201", field, "safeguarding"
+        )
+        evaluate(policy, question, PersonFacts("P-201", 12), datetime.now(UTC))
+    freed = [weakref.ref(policy), weakref.ref(policy.enforcer)]
+    gc.disable()
+    try:
+        del policy
+        assert [ref() for ref in freed] == [None, None]
+    finally:
+        gc.enable()
