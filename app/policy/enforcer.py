@@ -47,9 +47,9 @@ class CasbinRequest:
     now: str
 
 
-# pycasbin looks for eval() in the matcher text with a regex on every enforce:
-# about 11 µs for Accord's matcher, half of a decision not yet memoised. The
-# answer depends on the text alone, so it is remembered per text.
+# pycasbin searches the matcher text for its `eval` function with a regex on every
+# enforce: about 11 µs for Accord's matcher, half of a decision not yet memoised.
+# The answer depends on the text alone, so it is remembered per text.
 casbin_util.has_eval = functools.lru_cache(maxsize=16)(casbin_util.has_eval)
 
 
@@ -87,6 +87,10 @@ class CandidateEnforcer:
         expected = tuple(f"p_{name}" for name in POLICY_TOKENS)
         if tokens != expected:
             raise ValueError(f"model.conf policy_definition must be {POLICY_TOKENS}")
+        if casbin_util.has_eval(model["m"]["m"].value):
+            # Casbin's matcher `eval` would run policy-line text as an expression:
+            # matching stays comparisons of names, with request values as data only.
+            raise ValueError("model.conf matchers must not use Casbin's eval function")
         self._enforcer = _ParseOnceEnforcer(model, _NoPolicyAdapter())
         self._policy = self._enforcer.get_model()["p"]["p"]
         self._lock = threading.Lock()
