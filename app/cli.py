@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import signal
 import sys
@@ -13,11 +14,10 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.agreements.service import ImportRefused, import_agreements
-from app.audit.integrity import purge_before, read_head, verify_chain
+from app.audit.integrity import head_decision_id, purge_before, read_head, verify_chain
 from app.auth import SCOPES
 from app.clients.service import create_client, revoke_client
 from app.config import PROJECT_DIR, get_settings
@@ -208,19 +208,11 @@ def _audit_purge(args: argparse.Namespace) -> int:
 
 def _audit_head(_: argparse.Namespace) -> int:
     """Print the chain head as one JSON line, to be copied outside the database."""
-    import json
-
-    from app.models import AuditDecision
-
     engine = make_engine(get_settings().database_url)
     try:
         with engine.connect() as connection:
             head = read_head(connection)
-            decision_id = connection.scalar(
-                select(AuditDecision.decision_id).where(
-                    AuditDecision.seq == head.seq, AuditDecision.row_hash == head.hash
-                )
-            )
+            decision_id = head_decision_id(connection, head)
     finally:
         engine.dispose()
     read_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -26,6 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ACCORD_SHARED_DIR", REPO.parent / "shared"))
 SCENARIO = SHARED / "scenarios" / "blackpool-mash"  # ../shared/scenarios, read unchanged
 SAMPLE_VOCABULARY = REPO / "policies" / "vocabulary.yaml"
+# A scenario question that the MASH agreement permits: a child, police records.
+MASH_REQUEST = {
+    "requester": "la.blackpool.childrens-services",
+    "holder": "police.lancashire",
+    "subject": {"id": "P-101", "attributes": {"age": 12}},
+    "field": "criminal.convictions",
+    "purpose": "safeguarding.children",
+}
 
 
 def load_yaml(path: Path) -> Any:
@@ -46,6 +54,21 @@ def wait_until(predicate: Callable[[], bool], seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def all_pages(api: httpx.Client, params: dict[str, Any], *, limit: int) -> list[dict[str, Any]]:
+    """Every page of an audit search, `limit` rows a page, followed to the end."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page_params = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = api.get("/v1/audit/decisions", params=page_params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
 
 
 def accord(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:

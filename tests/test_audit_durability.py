@@ -15,15 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.writer import AuditRecord, AuditUnavailable, AuditWriter
 from app.models import AuditDecision
-from tests.conftest import SCENARIO, Server, accord, scenario_env
-
-REQUEST = {
-    "requester": "la.blackpool.childrens-services",
-    "holder": "police.lancashire",
-    "subject": {"id": "P-101", "attributes": {"age": 12}},
-    "field": "criminal.convictions",
-    "purpose": "safeguarding.children",
-}
+from tests.conftest import MASH_REQUEST, SCENARIO, Server, accord, scenario_env
 
 
 def _rows(engine: Engine) -> int:
@@ -72,10 +64,10 @@ def test_a_failed_audit_write_answers_503_and_no_decision(
         connection.execute(text("ALTER TABLE audit_decisions RENAME TO audit_decisions_away"))
     try:
         for path, body in (
-            ("/v1/decisions", REQUEST),
+            ("/v1/decisions", MASH_REQUEST),
             (
                 "/v1/decisions/batch",
-                {**{k: v for k, v in REQUEST.items() if k != "field"}, "fields": "*"},
+                {**{k: v for k, v in MASH_REQUEST.items() if k != "field"}, "fields": "*"},
             ),
         ):
             response = scenario_server.post(path, json=body)
@@ -89,7 +81,7 @@ def test_a_failed_audit_write_answers_503_and_no_decision(
             connection.execute(text("ALTER TABLE audit_decisions_away RENAME TO audit_decisions"))
     assert _rows(engine) == 0
 
-    response = scenario_server.post("/v1/decisions", json=REQUEST)
+    response = scenario_server.post("/v1/decisions", json=MASH_REQUEST)
     assert response.status_code == 200
     assert _rows(engine) == 1
 
@@ -118,10 +110,10 @@ def test_a_stalled_audit_write_answers_503_within_the_timeout(
     scenario_server: Server, engine: Engine
 ) -> None:
     with _audit_table_locked(engine):
-        response = scenario_server.post("/v1/decisions", json=REQUEST, timeout=20)
+        response = scenario_server.post("/v1/decisions", json=MASH_REQUEST, timeout=20)
         assert response.status_code == 503
         assert "decision_id" not in response.json()
-    response = scenario_server.post("/v1/decisions", json=REQUEST, timeout=20)
+    response = scenario_server.post("/v1/decisions", json=MASH_REQUEST, timeout=20)
     assert response.status_code == 200
 
 

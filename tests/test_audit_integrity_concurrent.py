@@ -24,16 +24,8 @@ from app.config import PROJECT_DIR
 from app.db import make_engine, upgrade_schema
 from app.models import AuditChainHead, AuditCheckpoint, AuditDecision
 from tests.audit_rows import write_rows
-from tests.conftest import SCENARIO, Server, accord, scenario_env
+from tests.conftest import MASH_REQUEST, SCENARIO, Server, accord, scenario_env
 from tests.postgres import ThrowawayPostgres
-
-REQUEST = {
-    "requester": "la.blackpool.childrens-services",
-    "holder": "police.lancashire",
-    "subject": {"id": "P-101", "attributes": {"age": 12}},
-    "field": "criminal.convictions",
-    "purpose": "safeguarding.children",
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +50,7 @@ class DecisionLoad:
             while not self._stop.is_set():
                 sent = time.monotonic()
                 try:
-                    status = client.post("/v1/decisions", json=REQUEST, timeout=30).status_code
+                    status = client.post("/v1/decisions", json=MASH_REQUEST, timeout=30).status_code
                 except httpx.TransportError:
                     status = 0
                 with self._lock:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import AuditDecision
-from tests.conftest import ScenarioService
+from tests.conftest import ScenarioService, all_pages
 
 # (requester, holder, field, purpose, age): a mix of permits and denials.
 CHILDREN, ADULTS = "la.blackpool.childrens-services", "la.blackpool.adult-services"
@@ -81,18 +81,8 @@ class Trail:
         return sent
 
     def search(self, **params: Any) -> list[dict[str, Any]]:
-        """Every page of a search, followed to the end."""
-        items: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page_params = {**params, "limit": 7, **({"cursor": cursor} if cursor else {})}
-            response = self.api.get("/v1/audit/decisions", params=page_params)
-            assert response.status_code == 200, response.text
-            page = response.json()
-            items += page["items"]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return items
+        """Every page of a search, 7 rows a page (so many pages), followed to the end."""
+        return all_pages(self.api, params, limit=7)
 
 
 @pytest.fixture(scope="module")

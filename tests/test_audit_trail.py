@@ -38,6 +38,7 @@ from tests.conftest import (
     ScenarioService,
     Server,
     accord,
+    all_pages,
     create_key,
     scenario_env,
 )
@@ -183,17 +184,7 @@ class Trail:
 
     def search(self, **params: Any) -> list[dict[str, Any]]:
         """Every page of a search (500 rows a page), newest first, followed to the end."""
-        items: list[dict[str, Any]] = []
-        cursor = None
-        while True:
-            page_params = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
-            response = self.api.get("/v1/audit/decisions", params=page_params)
-            assert response.status_code == 200, response.text
-            page = response.json()
-            items += page["items"]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return items
+        return all_pages(self.api, params, limit=500)
 
 
 def _wait_for_key(server: Server, key: str) -> None:

@@ -8,16 +8,8 @@ from pathlib import Path
 
 from app.db import upgrade_schema
 from tests.audit_rows import recorded_decision_ids
-from tests.conftest import SCENARIO, accord, scenario_env, start_server, wait_until
+from tests.conftest import MASH_REQUEST, SCENARIO, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres
-
-REQUEST = {
-    "requester": "la.blackpool.childrens-services",
-    "holder": "police.lancashire",
-    "subject": {"id": "P-101", "attributes": {"age": 12}},
-    "field": "criminal.convictions",
-    "purpose": "safeguarding.children",
-}
 
 
 def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
@@ -35,7 +27,7 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
         def ask() -> None:
             with server.client() as client:
                 while not stop.is_set():
-                    response = client.post("/v1/decisions", json=REQUEST, timeout=15)
+                    response = client.post("/v1/decisions", json=MASH_REQUEST, timeout=15)
                     body = response.json()
                     answers.append((response.status_code, body.get("decision_id")))
 
@@ -45,7 +37,7 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
             time.sleep(1)
             postgres.pause()
             assert wait_until(lambda: server.get("/readyz").status_code == 503, 10)
-            during = server.post("/v1/decisions", json=REQUEST, timeout=15)
+            during = server.post("/v1/decisions", json=MASH_REQUEST, timeout=15)
             assert during.status_code == 503
             assert "decision_id" not in during.json()
             search = server.get("/v1/audit/decisions", params={"person": "P-101"}, timeout=15)
@@ -60,7 +52,7 @@ def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:
             postgres.resume()
             assert wait_until(lambda: server.get("/readyz").status_code == 200, 20)
             assert wait_until(
-                lambda: server.post("/v1/decisions", json=REQUEST).status_code == 200, 20
+                lambda: server.post("/v1/decisions", json=MASH_REQUEST).status_code == 200, 20
             )
             time.sleep(1)
         finally:

@@ -21,7 +21,6 @@ from app.errors import Conflict, InvalidRequest, NotFound
 from app.models import AgreementVersion
 from app.policy.agreements import Agreement, AgreementInvalid, Problem, parse_agreement
 from app.policy.vocabulary import Vocabulary
-from app.policy_state import bump_revision
 
 # action -> (statuses it may start from, status it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -153,7 +152,6 @@ def _store_version(
         created_by=actor,
     )
     session.add(row)
-    session.flush()
     record_change(
         session,
         actor=actor,
@@ -163,7 +161,6 @@ def _store_version(
         before=_summary(previous),
         after=_summary(row),
     )
-    bump_revision(session)
     return row
 
 

@@ -87,6 +87,15 @@ def read_head(connection: Connection) -> ChainHead:
     return ChainHead(int(head.last_seq), str(head.last_hash))
 
 
+def head_decision_id(connection: Connection, head: ChainHead) -> str | None:
+    """The decision the head points at; None once a purge has removed its row."""
+    return connection.scalar(
+        select(AuditDecision.decision_id).where(
+            AuditDecision.seq == head.seq, AuditDecision.row_hash == head.hash
+        )
+    )
+
+
 def _rows_between(
     connection: Connection, after_seq: int, upto_seq: int
 ) -> Iterator[Mapping[str, Any]]:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.models import ChangeRecord
 from app.pagination import keyset_page
+from app.policy_state import bump_revision
 
 
 def record_change(
@@ -22,7 +23,12 @@ def record_change(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> None:
-    """Add the record to the caller's transaction: it commits with the change or not at all."""
+    """Log a change to what decisions depend on, and move the policy revision.
+
+    Both join the caller's transaction: they commit with the change or not at
+    all, and every replica reloads once they do.
+    """
+    session.flush()  # the change itself first: a conflict fails here, before it is logged
     session.add(
         ChangeRecord(
             at=datetime.now(UTC),
@@ -34,6 +40,7 @@ def record_change(
             after=after,
         )
     )
+    bump_revision(session)
 
 
 def list_changes(

@@ -14,7 +14,6 @@ from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.models import ApiClient
 from app.policy.vocabulary import Vocabulary
-from app.policy_state import bump_revision
 
 KEY_PREFIX = "acc_"
 
@@ -62,7 +61,6 @@ def create_client(
         created_by=actor,
     )
     session.add(row)
-    session.flush()
     record_change(
         session,
         actor=actor,
@@ -72,7 +70,6 @@ def create_client(
         before=None,
         after=_summary(row),
     )
-    bump_revision(session)
     return row, key
 
 
@@ -85,7 +82,6 @@ def revoke_client(session: Session, *, client_id: str, actor: str) -> ApiClient:
     before = _summary(row)
     row.revoked_at = datetime.now(UTC)
     row.revoked_by = actor
-    session.flush()
     record_change(
         session,
         actor=actor,
@@ -95,7 +91,6 @@ def revoke_client(session: Session, *, client_id: str, actor: str) -> ApiClient:
         before=before,
         after=_summary(row),
     )
-    bump_revision(session)
     return row
 
 

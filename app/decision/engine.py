@@ -56,6 +56,11 @@ class Decision:
     obligations: tuple[Obligation, ...] = ()
     break_glass: bool = False
 
+    @property
+    def outcome(self) -> str:
+        """As answered and recorded: "permit" or "deny"."""
+        return "permit" if self.permit else "deny"
+
 
 def evaluate(
     policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime

@@ -115,7 +115,7 @@ def _check_case(policy: CompiledPolicy, case: Mapping[str, Any], now: datetime) 
         result.mismatches.append(f"status: expected {expect['status']}, got a decision")
         return result
     actual = {
-        "decision": "permit" if decision.permit else "deny",
+        "decision": decision.outcome,
         "reason": decision.reason,
         "agreement": decision.agreement_id,
         "restriction": decision.restriction_id,

@@ -50,7 +50,7 @@ def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dic
     return {
         "decision_id": recorded.decision_id,
         "field": decision.field,
-        "decision": "permit" if decision.permit else "deny",
+        "decision": decision.outcome,
         "reasons": [
             {
                 "code": decision.reason,

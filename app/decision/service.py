@@ -95,7 +95,7 @@ def _audit_record(
         person_id=request.subject.id,
         field=decision.field,
         purpose=request.purpose,
-        decision="permit" if decision.permit else "deny",
+        decision=decision.outcome,
         reason=decision.reason,
         agreement_id=decision.agreement_id,
         agreement_version=decision.agreement_version,
@@ -136,9 +136,7 @@ class DecisionService:
                 for recorded in answer.decisions
             ]
         )
-        outcomes = Counter(
-            ("permit" if r.decision.permit else "deny", r.decision.reason) for r in answer.decisions
-        )
+        outcomes = Counter((r.decision.outcome, r.decision.reason) for r in answer.decisions)
         for (outcome, reason), count in outcomes.items():
             DECISIONS.labels(decision=outcome, reason=reason, purpose=request.purpose).inc(count)
         DECISION_SECONDS.labels(stage="end_to_end").observe(time.perf_counter() - started)

@@ -16,7 +16,6 @@ from app.errors import Conflict, InvalidRequest, NotFound
 from app.models import RegisterEntry
 from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
 from app.policy.vocabulary import Vocabulary
-from app.policy_state import bump_revision
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,6 @@ def add_entry(
         recorded_at=datetime.now(UTC),
     )
     session.add(row)
-    session.flush()
     record_change(
         session,
         actor=actor,
@@ -89,7 +87,6 @@ def add_entry(
         before=None,
         after=_summary(row),
     )
-    bump_revision(session)
     return row
 
 
@@ -110,7 +107,6 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     before = _summary(row)
     row.removed_at = datetime.now(UTC)
     row.removed_by = actor
-    session.flush()
     record_change(
         session,
         actor=actor,
@@ -120,7 +116,6 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
         before=before,
         after=_summary(row),
     )
-    bump_revision(session)
     return row
 
 
