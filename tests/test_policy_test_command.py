@@ -31,7 +31,7 @@ def test_the_shared_scenario_passes_as_a_policy_test() -> None:
         str(SCENARIO / "agreements"),
         env=env,
     )
-    assert result.stdout.strip().endswith("34 passed, 0 failed")
+    assert result.stdout.strip().endswith("36 passed, 0 failed")
 
 
 def test_a_changed_expectation_fails_with_a_readable_diff(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def _audit_count(service: ScenarioService) -> int:
 
 
 def test_all_scenario_cases_are_present() -> None:
-    assert len(CASES) == 33
+    assert len(CASES) == 35
     assert len(BATCHES) == 1
 
 
@@ -69,6 +69,10 @@ def test_scenario_case(scenario_service: ScenarioService, case: dict[str, Any]) 
     if "restriction" in expect:
         assert reason["restriction_id"] == expect["restriction"]
     assert answer["break_glass"] is expect.get("break_glass", False)
+    overridden = [
+        r["restriction_id"] for r in answer["reasons"] if r["code"] == "objection-overridden"
+    ]
+    assert overridden == ([expect["overridden"]] if "overridden" in expect else [])
 
     row = _audit_row(scenario_service, answer["decision_id"])
     context = request.get("context", {})
@@ -80,7 +84,7 @@ def test_scenario_case(scenario_service: ScenarioService, case: dict[str, Any]) 
     )
     assert (row.field, row.purpose) == (request["field"], request["purpose"])
     assert row.agreement_id == reason["agreement_id"]
-    assert row.restriction_id == reason["restriction_id"]
+    assert row.restriction_id == (overridden[0] if overridden else reason["restriction_id"])
     assert row.break_glass is answer["break_glass"]
     assert row.justification == (context.get("justification") if context.get("emergency") else None)
     assert row.policy_revision == answer["policy_revision"]
@@ -126,3 +130,23 @@ def test_scenario_batch(scenario_service: ScenarioService, batch: dict[str, Any]
     for decision in answer["decisions"]:
         row = by_id[decision["decision_id"]]
         assert (row.field, row.decision) == (decision["field"], decision["decision"])
+
+
+def test_an_overridden_objection_is_shown_to_its_reviewers(
+    scenario_service: ScenarioService,
+) -> None:
+    case = next(c for c in CASES if "overridden" in c["expect"])
+    server = scenario_service.server
+    answer = server.post("/v1/decisions", json=_body(case["request"])).json()
+    objection = case["expect"]["overridden"]
+
+    queue = server.get("/v1/audit/break-glass").json()
+    entry = next(e for e in queue if e["decision"]["decision_id"] == answer["decision_id"])
+    assert entry["decision"]["objection_overridden"] == objection
+
+    person = case["request"]["subject"]["id"]
+    report = server.get(f"/v1/audit/subject-access/{person}").json()
+    items = {item["decision_id"]: item for group in report["groups"] for item in group["items"]}
+    assert items[answer["decision_id"]]["objection_overridden"] == objection
+    denied = [item for item in items.values() if item["decision"] == "deny"]
+    assert all(item["objection_overridden"] is None for item in denied)

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.audit import queries, reviews
 from app.audit.integrity import verify_chain
@@ -26,7 +26,20 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 DecisionId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
 
 
-class AuditDecisionOut(BaseModel):
+class _NamesOverriddenObjection(BaseModel):
+    decision: Literal["permit", "deny"]
+    restriction_id: str | None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The person's objection that this break-glass permit overrode"
+    )
+    @property
+    def objection_overridden(self) -> str | None:
+        # a permit names a restriction only when its break-glass overrode an objection
+        return self.restriction_id if self.decision == "permit" else None
+
+
+class AuditDecisionOut(_NamesOverriddenObjection):
     model_config = ConfigDict(from_attributes=True)
 
     seq: int
@@ -54,7 +67,7 @@ class AuditDecisionOut(BaseModel):
     row_hash: str
 
 
-EXPORT_COLUMNS = tuple(AuditDecisionOut.model_fields)
+EXPORT_COLUMNS = (*AuditDecisionOut.model_fields, *AuditDecisionOut.model_computed_fields)
 
 
 class AuditPage(BaseModel):
@@ -184,13 +197,14 @@ def get_decision(session: DbSession, caller: Auditor, decision_id: DecisionId) -
     return AuditDecisionOut.model_validate(queries.get_decision(session, decision_id))
 
 
-class DisclosureOut(BaseModel):
+class DisclosureOut(_NamesOverriddenObjection):
     decision_id: str
     decided_at: datetime
     holder: str
     field: str
     decision: Literal["permit", "deny"]
     reason: str
+    restriction_id: str | None
     break_glass: bool
     user_ref: str | None
     case_ref: str | None

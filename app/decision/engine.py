@@ -7,7 +7,7 @@ explains a deny by the furthest stage any agreement between the parties reached.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from app.policy.agreements import Agreement, Obligation
@@ -55,6 +55,7 @@ class Decision:
     consent_id: str | None = None
     obligations: tuple[Obligation, ...] = ()
     break_glass: bool = False
+    overridden_objection_id: str | None = None  # the objection a break-glass permit overrode
 
     @property
     def outcome(self) -> str:
@@ -65,7 +66,44 @@ class Decision:
 def evaluate(
     policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
 ) -> Decision:
-    """Decide one field: deny overrides, default deny (DESIGN.md, Decision semantics).
+    """Decide one field, or a category as all of its leaf fields (DESIGN.md)."""
+    leaves = policy.vocabulary.fields.leaves_below[question.field]
+    if leaves == (question.field,):
+        return _evaluate_leaf(policy, question, facts, now)
+    return _category(
+        question.field,
+        [_evaluate_leaf(policy, replace(question, field=leaf), facts, now) for leaf in leaves],
+    )
+
+
+def _category(category: str, answers: list[Decision]) -> Decision:
+    """One decision for a category from its leaves' answers, in vocabulary order.
+
+    A permit only if every leaf is permitted. A deny takes the answer of the
+    first leaf a person's restriction denies, else of the first leaf denied; a
+    permit is break-glass when any leaf needed it, naming that leaf's agreement.
+    """
+    denied = [answer for answer in answers if not answer.permit]
+    if denied:
+        restricted = [answer for answer in denied if answer.reason == "person-restriction"]
+        leaf = (restricted or denied)[0]
+        return replace(leaf, field=category, message=f"{leaf.field}: {leaf.message}")
+    emergency = [answer for answer in answers if answer.break_glass]
+    overriding = [answer for answer in emergency if answer.overridden_objection_id]
+    leaf = (overriding or emergency or answers)[0]
+    obligations = dict.fromkeys(o for answer in answers for o in answer.obligations)
+    return replace(
+        leaf,
+        field=category,
+        message=f"every field under {category} is permitted; {leaf.field}: {leaf.message}",
+        obligations=tuple(obligations),
+    )
+
+
+def _evaluate_leaf(
+    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
+) -> Decision:
+    """Decide one leaf field: deny overrides, default deny (DESIGN.md, Decision semantics).
 
     Answers are memoised per policy revision while no validity boundary passes;
     the key holds every input the answer depends on (the person only when the
@@ -132,6 +170,11 @@ def _decide(
         reason="break-glass" if break_glass else "agreement",
         message=(
             f"emergency access under the break-glass block of {agreement}, flagged for review"
+            + (
+                f", over the person's objection {source.overridden_objection_id}"
+                if source.overridden_objection_id
+                else ""
+            )
             if break_glass
             else f"{agreement} grants {question.field} for {question.purpose}"
             + (f" with consent {source.consent_id}" if source.consent_id else "")
@@ -139,6 +182,7 @@ def _decide(
         agreement_id=source.agreement_id,
         agreement_version=source.agreement_version,
         consent_id=source.consent_id,
+        overridden_objection_id=source.overridden_objection_id,
         obligations=tuple(
             obligation
             for obligation in source.obligations

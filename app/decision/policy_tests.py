@@ -120,6 +120,7 @@ def _check_case(policy: CompiledPolicy, case: Mapping[str, Any], now: datetime) 
         "agreement": decision.agreement_id,
         "restriction": decision.restriction_id,
         "break_glass": decision.break_glass,
+        "overridden": decision.overridden_objection_id,
     }
     for key, wanted in expect.items():
         if key in actual and actual[key] != wanted:

@@ -47,20 +47,33 @@ class SimulationOut(BatchDecisionOut):
 def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dict[str, Any]:
     """One decision in the shape of DecisionOut."""
     decision = recorded.decision
+    reasons = [
+        {
+            "code": decision.reason,
+            "message": decision.message,
+            "agreement_id": decision.agreement_id,
+            "agreement_version": decision.agreement_version,
+            "restriction_id": decision.restriction_id,
+            "consent_id": decision.consent_id,
+        }
+    ]
+    if decision.overridden_objection_id:
+        reasons.append(
+            {
+                "code": "objection-overridden",
+                "message": f"the person's objection {decision.overridden_objection_id} "
+                "is overridden by this emergency access",
+                "agreement_id": None,
+                "agreement_version": None,
+                "restriction_id": decision.overridden_objection_id,
+                "consent_id": None,
+            }
+        )
     return {
         "decision_id": recorded.decision_id,
         "field": decision.field,
         "decision": decision.outcome,
-        "reasons": [
-            {
-                "code": decision.reason,
-                "message": decision.message,
-                "agreement_id": decision.agreement_id,
-                "agreement_version": decision.agreement_version,
-                "restriction_id": decision.restriction_id,
-                "consent_id": decision.consent_id,
-            }
-        ],
+        "reasons": reasons,
         "obligations": [{"field": o.field, "mask": o.mask} for o in decision.obligations],
         "break_glass": decision.break_glass,
         "policy_revision": answer.policy_revision,

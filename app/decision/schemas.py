@@ -78,7 +78,10 @@ class BatchDecisionRequest(Strict):
 
 
 class Reason(BaseModel):
-    code: str = Field(description="Stable reason code, e.g. agreement, field-not-covered")
+    code: str = Field(
+        description="Stable reason code, e.g. agreement, field-not-covered; a break-glass "
+        "permit over an objection has a second reason, objection-overridden"
+    )
     message: str
     agreement_id: str | None = None
     agreement_version: int | None = None

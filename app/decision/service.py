@@ -99,7 +99,8 @@ def _audit_record(
         reason=decision.reason,
         agreement_id=decision.agreement_id,
         agreement_version=decision.agreement_version,
-        restriction_id=decision.restriction_id,
+        # a deny's restriction, or the objection a break-glass permit overrode
+        restriction_id=decision.restriction_id or decision.overridden_objection_id,
         consent_id=decision.consent_id,
         break_glass=decision.break_glass,
         justification=context.justification if context.emergency else None,

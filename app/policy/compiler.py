@@ -64,6 +64,7 @@ class LineSource:
     obligations: tuple[Obligation, ...] = ()
     restriction_id: str | None = None
     consent_id: str | None = None
+    overridden_objection_id: str | None = None  # break-glass over this objection
 
     @property
     def key(self) -> str:
@@ -72,6 +73,8 @@ class LineSource:
         text = f"{self.agreement_id}@{self.agreement_version}:{STAGE_NAMES[self.stage]}"
         if self.consent_id:
             text += f"+consent:{self.consent_id}"
+        if self.overridden_objection_id:
+            text += f"+over:{self.overridden_objection_id}"
         return text
 
 
@@ -328,6 +331,7 @@ class _Builder:
                 grant=None,
                 window=(_timestamp(agreement.valid_from), _timestamp(agreement.valid_until)),
                 consent_id=None,
+                overridden_objection_id=objection.id,
             )
 
     def consents(self, person_id: str, register: PersonRegister) -> None:
@@ -352,6 +356,7 @@ class _Builder:
                             grant=grant,
                             window=window,
                             consent_id=consent.id,
+                            overridden_objection_id=None,
                         )
 
     def _person_lines(
@@ -366,6 +371,7 @@ class _Builder:
         grant: Grant | None,
         window: tuple[str, str],
         consent_id: str | None,
+        overridden_objection_id: str | None,
     ) -> None:
         """Lines for one person: an agreement's block narrowed to a register entry's scope."""
         source = self.source(
@@ -375,6 +381,7 @@ class _Builder:
                 agreement.version,
                 grant.obligations if grant else (),
                 consent_id=consent_id,
+                overridden_objection_id=overridden_objection_id,
             )
         )
         requesters = _within(

@@ -32,6 +32,7 @@ class Tree:
     names: tuple[str, ...]
     descendants: Mapping[str, frozenset[str]]  # a name and every name below it
     lineage: Mapping[str, frozenset[str]]  # a name and every name above it
+    leaves_below: Mapping[str, tuple[str, ...]]  # the leaves at or under a name, in order
 
     @classmethod
     def of(cls, names: Iterable[str], catalogue: str) -> Tree:
@@ -49,10 +50,14 @@ class Tree:
                 below[parent].add(name)
                 above[name].add(parent)
                 parent = parent.rpartition(".")[0]
+        leaves = [name for name in ordered if len(below[name]) == 1]
         return cls(
             ordered,
             descendants={name: frozenset(sub) for name, sub in below.items()},
             lineage={name: frozenset(line) for name, line in above.items()},
+            leaves_below={
+                name: tuple(leaf for leaf in leaves if leaf in below[name]) for name in ordered
+            },
         )
 
     def __contains__(self, name: object) -> bool:

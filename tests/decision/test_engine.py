@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from app.decision.engine import PersonFacts, Question, evaluate
+from app.decision.policy_tests import register_of
 from app.policy.agreements import parse_agreement
 from app.policy.compiler import compile_policy
 from tests.conftest import SCENARIO, load_yaml
-from tests.scenario import MODEL_TEXT, scenario_policy, scenario_vocabulary
+from tests.scenario import MODEL_TEXT, scenario_agreements, scenario_policy, scenario_vocabulary
 
 RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -41,6 +42,7 @@ def test_scenario_case_on_the_engine(case: dict[str, Any]) -> None:
     assert decision.agreement_id == expect.get("agreement", decision.agreement_id)
     assert decision.restriction_id == expect.get("restriction", decision.restriction_id)
     assert decision.break_glass is expect.get("break_glass", False)
+    assert decision.overridden_objection_id == expect.get("overridden")
 
 
 def test_a_register_entry_applies_only_from_when_it_was_recorded() -> None:
@@ -131,3 +133,82 @@ def test_obligations_reach_only_the_fields_they_name() -> None:
         ("contact.address", "postcode-district")
     ]
     assert phone.permit and phone.obligations == ()
+
+
+ADULT = {
+    "requester": "la.blackpool.adult-services",
+    "subject": {"id": "P-201", "attributes": {"age": 34}},
+    "purpose": "safeguarding.adults",
+}
+
+
+def test_a_restricted_leaf_decides_a_category_over_an_earlier_uncovered_one() -> None:
+    vocabulary = scenario_vocabulary()
+    seal = {"id": "r-seal-mental", "person": "P-500", "kind": "sealed", "fields": ["health.mental"]}
+    policy = compile_policy(
+        revision=1,
+        vocabulary=vocabulary,
+        agreements=scenario_agreements(vocabulary),
+        register=register_of({"restrictions": [seal]}, RECORDED),
+        model_text=MODEL_TEXT,
+    )
+    # from the police, health.physical is not granted; health.mental is, but it is sealed
+    request = {
+        **ADULT,
+        "holder": "police.lancashire",
+        "subject": {"id": "P-500", "attributes": {"age": 34}},
+        "field": "health",
+    }
+    decision = evaluate(policy, *_question(request), NOW)
+    assert not evaluate(policy, *_question(request, field="health.physical"), NOW).permit
+    assert (decision.permit, decision.reason) == (False, "person-restriction")
+    assert decision.restriction_id == "r-seal-mental"
+    assert decision.field == "health"
+    assert decision.message.startswith("health.mental: ")
+
+
+def test_a_category_is_denied_with_the_first_leaf_no_grant_covers() -> None:
+    policy = scenario_policy(RECORDED)
+    request = {
+        **ADULT,
+        "holder": "nhs.blackpool-hospitals",
+        "subject": {"id": "P-202", "attributes": {"age": 80}},
+        "field": "identity",
+    }
+    decision = evaluate(policy, *_question(request), NOW)
+    first_uncovered = next(
+        leaf
+        for leaf in policy.vocabulary.fields.leaves_below["identity"]
+        if not evaluate(policy, *_question(request, field=leaf), NOW).permit
+    )
+    assert (decision.permit, decision.reason) == (False, "field-not-covered")
+    assert decision.message.startswith(f"{first_uncovered}: ")
+
+
+def test_a_category_that_needs_break_glass_for_one_leaf_is_a_break_glass_permit() -> None:
+    policy = scenario_policy(RECORDED)
+    request = {
+        **ADULT,
+        "holder": "nhs.blackpool-hospitals",
+        "subject": {"id": "P-202", "attributes": {"age": 80}},
+        "field": "identity",
+        "context": {"emergency": True},
+    }
+    decision = evaluate(policy, *_question(request), NOW)
+    assert (decision.permit, decision.reason, decision.break_glass) == (True, "break-glass", True)
+    assert decision.agreement_id == "isa-adult-safeguarding"
+    assert decision.overridden_objection_id is None
+
+
+def test_break_glass_over_an_objection_on_a_category_names_the_objection() -> None:
+    policy = scenario_policy(RECORDED)
+    request = {
+        **ADULT,
+        "holder": "nhs.lancashire-mental-health",
+        "field": "health",
+        "context": {"emergency": True},
+    }
+    decision = evaluate(policy, *_question(request), NOW)
+    assert (decision.permit, decision.break_glass) == (True, True)
+    assert decision.overridden_objection_id == "r-objection-health"
+    assert decision.restriction_id is None
