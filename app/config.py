@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.decision.schemas import MAX_BATCH_FIELDS
+from app.types import MAX_BATCH_FIELDS
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

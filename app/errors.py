@@ -1,15 +1,28 @@
-"""Domain errors raised by services; app/problems.py turns them into problem+json."""
+"""Domain errors raised by services; app/web/problems.py turns them into problem+json."""
 
 from __future__ import annotations
 
 
-class InvalidRequest(ValueError):
+class Unprocessable(ValueError):
+    """Input refused with each bad part named (422)."""
+
+    title = "Invalid request"
+
+    def invalid_params(self) -> list[tuple[str, str]]:
+        """(place, reason) for each bad part."""
+        raise NotImplementedError
+
+
+class InvalidRequest(Unprocessable):
     """The request names something that does not exist or breaks a rule (422)."""
 
     def __init__(self, location: str, message: str) -> None:
         self.location = location
         self.message = message
         super().__init__(f"{location}: {message}")
+
+    def invalid_params(self) -> list[tuple[str, str]]:
+        return [(self.location, self.message)]
 
 
 class NotFound(LookupError):
@@ -20,8 +33,22 @@ class Conflict(ValueError):
     """The record exists already or is in the wrong state (409)."""
 
 
-class PolicyUnavailable(RuntimeError):
+class Unavailable(RuntimeError):
+    """Something a decision needs cannot be had: nothing is decided (503)."""
+
+    title = "Unavailable"
+
+
+class PolicyUnavailable(Unavailable):
     """No compiled policy is loaded, so nothing can be decided (503)."""
+
+    title = "Policy unavailable"
+
+
+class AuditUnavailable(Unavailable):
+    """The audit rows could not be committed, so the decision must not be given (503)."""
+
+    title = "Audit unavailable: no decision was made"
 
 
 class Forbidden(PermissionError):

@@ -15,22 +15,23 @@ from fastapi.routing import APIRoute
 from app.agreements.router import router as agreements_router
 from app.audit.router import router as audit_router
 from app.audit.writer import AuditWriter
-from app.auth import Authenticate
 from app.changelog.router import router as changes_router
 from app.clients.router import router as clients_router
 from app.config import Settings, get_settings
 from app.console.router import router as console_router
-from app.db import make_engine
 from app.decision.facts import PersonInfoService
 from app.decision.router import router as decisions_router
 from app.decision.service import DecisionService
-from app.live_policy import LivePolicy
-from app.log_setup import configure_logging
-from app.middleware import BodyLimit, RequestContext
-from app.ops import router as ops_router
-from app.problems import document_problems, install_problem_handlers
 from app.register.router import router as register_router
-from app.vocabulary_router import router as vocabulary_router
+from app.runtime.live_policy import LivePolicy
+from app.runtime.logs import configure_logging
+from app.store.database import make_engine
+from app.vocabulary.router import router as vocabulary_router
+from app.web.auth import Authenticate
+from app.web.health import router as ops_router
+from app.web.middleware import BodyLimit, RequestContext
+from app.web.openapi import document_problems
+from app.web.problems import install_problem_handlers
 
 log = structlog.get_logger(__name__)
 

@@ -25,8 +25,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.audit.writer import AuditRecord, AuditWriter
-from app.db import make_engine, upgrade_schema
+from app.audit.record import AuditRecord
+from app.audit.writer import AuditWriter
+from app.store.database import make_engine, upgrade_schema
 
 
 def _record() -> AuditRecord:

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from app.audit.chain import GENESIS, chain_rows
 from app.audit.integrity import verify_chain
 from app.audit.queries import AuditFilter, search_decisions
-from app.db import make_engine, upgrade_schema
-from app.models import AuditChainHead, AuditDecision
+from app.store.database import make_engine, upgrade_schema
+from app.store.tables import AuditChainHead, AuditDecision
 
 REQUESTERS = [f"agency.requester-{n}" for n in range(40)]
 HOLDERS = [f"agency.holder-{n}" for n in range(40)]

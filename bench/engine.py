@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from app.decision.engine import PersonFacts, Question, evaluate
-from app.live_policy import collector_paused
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.vocabulary import Vocabulary, parse_vocabulary
+from app.runtime.live_policy import collector_paused
 
 MODEL_TEXT = (Path(__file__).resolve().parents[1] / "policies" / "model.conf").read_text()
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from app.db import upgrade_schema
+from app.store.database import upgrade_schema
 from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[1]

@@ -41,8 +41,8 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import make_engine, upgrade_schema
-from app.models import AuditDecision
+from app.store.database import make_engine, upgrade_schema
+from app.store.tables import AuditDecision
 from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[1]

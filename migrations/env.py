@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 from app.config import get_settings
-from app.db import make_engine
-from app.models import Base
+from app.store.database import make_engine
+from app.store.tables import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().database_url

@@ -8,9 +8,10 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select
 
-from app.audit.writer import AuditRecord, AuditWriter
-from app.db import make_engine
-from app.models import AuditDecision
+from app.audit.record import AuditRecord
+from app.audit.writer import AuditWriter
+from app.store.database import make_engine
+from app.store.tables import AuditDecision
 
 
 def _record(at: datetime, n: int) -> AuditRecord:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
-from app.db import make_engine, upgrade_schema
+from app.store.database import make_engine, upgrade_schema
 from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from app.models import AuditDecision
+from app.store.tables import AuditDecision
 from tests.conftest import ScenarioService, Server
 
 DRAFT: dict[str, Any] = {

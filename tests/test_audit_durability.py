@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from app.audit.writer import AuditRecord, AuditUnavailable, AuditWriter
-from app.models import AuditDecision
+from app.audit.record import AuditRecord
+from app.audit.writer import AuditWriter
+from app.errors import AuditUnavailable
+from app.store.tables import AuditDecision
 from tests.conftest import MASH_REQUEST, SCENARIO, Server, accord, scenario_env
 
 

@@ -21,8 +21,8 @@ from sqlalchemy.exc import DBAPIError
 from app.audit.chain import GENESIS
 from app.audit.integrity import Purge, purge_before, verify_chain
 from app.config import PROJECT_DIR
-from app.db import make_engine, upgrade_schema
-from app.models import AuditChainHead, AuditCheckpoint, AuditDecision
+from app.store.database import make_engine, upgrade_schema
+from app.store.tables import AuditChainHead, AuditCheckpoint, AuditDecision
 from tests.audit_rows import write_rows
 from tests.conftest import MASH_REQUEST, SCENARIO, Server, accord, scenario_env
 from tests.postgres import ThrowawayPostgres

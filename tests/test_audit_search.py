@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import AuditDecision
+from app.store.tables import AuditDecision
 from tests.conftest import ScenarioService, all_pages
 
 # (requester, holder, field, purpose, age): a mix of permits and denials.

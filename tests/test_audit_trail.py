@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.integrity import Purge, purge_before, verify_chain
 from app.errors import InvalidRequest
-from app.models import AuditCheckpoint, AuditDecision
+from app.store.tables import AuditCheckpoint, AuditDecision
 from tests.audit_rows import write_rows
 from tests.conftest import (
     SCENARIO,

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth import SCOPES
-from app.models import AuditDecision
+from app.runtime.callers import SCOPES
+from app.store.tables import AuditDecision
 from tests.conftest import ScenarioService, Server, create_key, scenario_env, wait_until
 
 OVERSEE = frozenset({"manage", "audit"})

@@ -12,8 +12,8 @@ import yaml
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.models import AgreementVersion
-from app.policy_state import read_revision
+from app.store.revisions import read_revision
+from app.store.tables import AgreementVersion
 from tests.conftest import SCENARIO, Server, accord, load_yaml, scenario_env
 
 INVALID = sorted((SCENARIO / "invalid").glob("*.yaml"))

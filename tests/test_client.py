@@ -45,8 +45,8 @@ from app.client import (
 )
 from app.decision import router as decision_router
 from app.decision import schemas
-from app.models import AuditDecision
-from app.problems import InvalidParam
+from app.store.tables import AuditDecision
+from app.web.problems import InvalidParam
 from tests.conftest import (
     REPO,
     SAMPLE_VOCABULARY,

@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.models import AuditDecision
+from app.store.tables import AuditDecision
 from tests.conftest import SCENARIO, Server, accord, scenario_env
 
 REQUESTS = [

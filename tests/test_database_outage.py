@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.db import upgrade_schema
+from app.store.database import upgrade_schema
 from tests.audit_rows import recorded_decision_ids
 from tests.conftest import MASH_REQUEST, SCENARIO, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres

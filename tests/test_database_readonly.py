@@ -32,7 +32,7 @@ import httpx
 import psycopg
 import pytest
 
-from app.db import upgrade_schema
+from app.store.database import upgrade_schema
 from tests.audit_rows import recorded_decision_ids
 from tests.conftest import SCENARIO, Server, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres

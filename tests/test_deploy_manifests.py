@@ -3,7 +3,7 @@ nginx's configuration and the Dockerfile.
 
 Every ACCORD_* variable they name is a field of app.config.Settings, every probe
 and health check asks a route the app serves without a key, every command is a
-real `accord` subcommand as app/cli.py parses it, the ports agree, nothing runs
+real `accord` subcommand as app/cli/ parses it, the ports agree, nothing runs
 as root, and the grace periods cover the app's own graceful shutdown.
 """
 
@@ -28,9 +28,9 @@ from sqlalchemy.engine import make_url
 from starlette.routing import Match
 
 from app import cli
-from app.auth import PUBLIC_PATHS
 from app.config import Settings
 from app.main import create_app
+from app.web.auth import PUBLIC_PATHS
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -165,7 +165,7 @@ def replicas() -> dict[str, dict[str, Any]]:
     return {
         name: service
         for name, service in services().items()
-        if "command" in service and runs(service["command"]) is cli._serve
+        if "command" in service and runs(service["command"]) is cli.serve._serve
     }
 
 
@@ -280,7 +280,7 @@ def test_every_setting_given_a_value_is_valid() -> None:
 
 def test_the_image_runs_accord_serve_as_a_non_root_user() -> None:
     stage = dockerfile()
-    assert runs(stage["cmd"]) is cli._serve
+    assert runs(stage["cmd"]) is cli.serve._serve
     user = stage["user"]
     assert user and user.split(":")[0] not in ("root", "0"), "the image runs as root"
     assert any(re.search(rf"useradd\b.*\b{re.escape(user)}\b", run) for run in stage["run"])
@@ -303,7 +303,7 @@ def test_compose_migrates_once_then_starts_two_replicas_on_postgresql() -> None:
     migrations = [
         name
         for name, service in all_services.items()
-        if "command" in service and runs(service["command"]) is cli._db_upgrade
+        if "command" in service and runs(service["command"]) is cli.db._upgrade
     ]
     assert len(migrations) == 1
     migrate = all_services[migrations[0]]
@@ -338,7 +338,7 @@ def test_compose_only_other_accord_commands_are_real_and_opt_in() -> None:
         if command is None or name in replicas():
             continue
         args = parse_accord(command)
-        if args.run is cli._import:
+        if args.run is cli.agreements._import:
             assert service.get("profiles"), f"{name}: importing agreements must be opt-in"
             assert (REPO / args.path).is_dir(), "the image's WORKDIR is a copy of the repo"
 
@@ -402,7 +402,7 @@ def test_k8s_deployment_serves_on_accord_port_with_probes_on_real_routes() -> No
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] >= 2
     (container,) = pod["containers"]
-    assert runs(container["command"] + container.get("args", [])) is cli._serve
+    assert runs(container["command"] + container.get("args", [])) is cli.serve._serve
     env = k8s_env(pod, container)
     port = effective("port", env, dockerfile()["env"])
     assert effective("host", env, dockerfile()["env"]) == ALL_INTERFACES
@@ -455,7 +455,7 @@ def test_k8s_migration_job_runs_db_upgrade_with_the_same_image_and_settings() ->
     deployment = k8s_one("Deployment")
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert runs(container["command"] + container.get("args", [])) is cli._db_upgrade
+    assert runs(container["command"] + container.get("args", [])) is cli.db._upgrade
     assert pod["restartPolicy"] in ("Never", "OnFailure")
     (served_by,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == served_by["image"]

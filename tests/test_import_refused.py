@@ -22,9 +22,9 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import make_engine
-from app.models import AgreementVersion, ChangeRecord
-from app.policy_state import read_revision
+from app.store.database import make_engine
+from app.store.revisions import read_revision
+from app.store.tables import AgreementVersion, ChangeRecord
 from tests.conftest import REPO, Server, accord, load_yaml
 
 SAMPLE_AGREEMENTS = REPO / "policies" / "agreements"

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from app.db import make_engine, upgrade_schema
-from app.models import AuditDecision
+from app.store.database import make_engine, upgrade_schema
+from app.store.tables import AuditDecision
 from tests.conftest import SCENARIO, Backend, accord, scenario_env, start_server
 
 MAX_BODY_BYTES = 4096

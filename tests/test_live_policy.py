@@ -10,9 +10,9 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
-from app.auth import key_digest
-from app.db import make_engine, upgrade_schema
-from app.live_policy import LivePolicy
+from app.runtime.callers import key_digest
+from app.runtime.live_policy import LivePolicy
+from app.store.database import make_engine, upgrade_schema
 from tests.conftest import REPO, SAMPLE_VOCABULARY, accord, create_key
 
 MODEL = REPO / "policies" / "model.conf"

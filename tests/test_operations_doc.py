@@ -2,7 +2,7 @@
 
 The settings come from `Settings.model_fields`; the metric families from the
 `/metrics` answer of a real `accord serve`, cross-checked against the metric
-objects `app.metrics` defines, so a new setting or metric fails here until the
+objects `app.runtime.metrics` defines, so a new setting or metric fails here until the
 operators' guide names it.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-import app.metrics
+import app.runtime.metrics
 from app.config import Settings
-from app.db import upgrade_schema
+from app.store.database import upgrade_schema
 from tests.conftest import REPO, Server
 
 DOC = REPO / "docs" / "operations.md"
@@ -96,14 +96,14 @@ def test_every_metric_family_the_service_exposes_is_documented(
     assert response.status_code == 200, response.text
     families = _exposed_families(response.text)
 
-    # The scrape holds every metric app/metrics.py defines, by its exposed name.
+    # The scrape holds every metric app/runtime/metrics.py defines, by its exposed name.
     defined = {
         family.name + ("_total" if family.type == "counter" else ""): family.type
-        for metric in vars(app.metrics).values()
+        for metric in vars(app.runtime.metrics).values()
         if isinstance(metric, MetricWrapperBase)
         for family in metric.describe()
     }
-    assert defined, "app.metrics defines no metric"
+    assert defined, "app.runtime.metrics defines no metric"
     assert {name: families.get(name) for name in defined} == defined
 
     text = _doc()

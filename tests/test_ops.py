@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import httpx
 
-from app.db import make_engine
-from app.policy_state import read_revision
+from app.store.database import make_engine
+from app.store.revisions import read_revision
 from tests.conftest import Backend, Server, free_port, scenario_env
 
 

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from app.models import AuditDecision
+from app.store.tables import AuditDecision
 from tests.conftest import SCENARIO, Server, accord, scenario_env
 
 TIMEOUT = 0.5  # ACCORD_PERSON_INFO_TIMEOUT_SECONDS

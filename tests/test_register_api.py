@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import AuditDecision, RegisterEntry
+from app.store.tables import AuditDecision, RegisterEntry
 from tests.conftest import ScenarioService
 
 CHILD_CONVICTIONS = {

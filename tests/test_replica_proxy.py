@@ -39,8 +39,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from app.db import make_engine
-from app.models import AuditDecision
+from app.store.database import make_engine
+from app.store.tables import AuditDecision
 from tests.conftest import (
     REPO,
     SCENARIO,

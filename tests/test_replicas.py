@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from app.db import upgrade_schema
+from app.store.database import upgrade_schema
 from tests.conftest import SCENARIO, Server, accord, create_key, scenario_env, start_server
 from tests.postgres import ThrowawayPostgres
 

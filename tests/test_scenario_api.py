@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import AuditDecision
+from app.store.tables import AuditDecision
 from tests.conftest import SCENARIO, ScenarioService, jsonable, load_yaml
 
 SCENARIO_CASES = load_yaml(SCENARIO / "cases.yaml")

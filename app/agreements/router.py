@@ -9,10 +9,10 @@ from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict
 
 from app.agreements import service
-from app.auth import Manager, Overseer
-from app.deps import DbSession, Live
-from app.problems import Problem
-from app.schemas_common import LongText, VocabularyName
+from app.types import LongText, VocabularyName
+from app.web.auth import Manager, Overseer
+from app.web.deps import DbSession, Live
+from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
 AgreementId = Annotated[VocabularyName, Path()]

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
-from app.models import AgreementVersion
 from app.policy.agreements import Agreement, AgreementInvalid, Problem, parse_agreement
 from app.policy.vocabulary import Vocabulary
+from app.store.tables import AgreementVersion
 
 # action -> (statuses it may start from, status it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {

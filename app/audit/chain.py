@@ -18,32 +18,12 @@ from typing import Any
 
 import orjson
 
+from app.audit.record import RECORDED_COLUMNS
+
 GENESIS = "0" * 64
 
 # The columns a row's hash covers, in this order. Adding one is a new chain format.
-CHAINED_COLUMNS = (
-    "seq",
-    "decision_id",
-    "request_id",
-    "decided_at",
-    "client",
-    "requester",
-    "holder",
-    "person_id",
-    "field",
-    "purpose",
-    "decision",
-    "reason",
-    "agreement_id",
-    "agreement_version",
-    "restriction_id",
-    "consent_id",
-    "break_glass",
-    "justification",
-    "user_ref",
-    "case_ref",
-    "policy_revision",
-)
+CHAINED_COLUMNS = ("seq", *RECORDED_COLUMNS)
 
 
 _chained_values = operator.itemgetter(*CHAINED_COLUMNS)

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 
 from app.audit.chain import GENESIS, ChainStart, Verification, verify_rows
 from app.errors import InvalidRequest
-from app.models import AuditChainHead, AuditCheckpoint, AuditDecision
+from app.store.tables import AuditChainHead, AuditCheckpoint, AuditDecision
 
 READ_BATCH = 5000
 # Rows deleted per purge transaction: on SQLite each holds the write lock, and

@@ -11,8 +11,8 @@ from sqlalchemy import Engine, Select, String, func, literal, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.models import AuditDecision
-from app.pagination import keyset_page
+from app.store.pagination import keyset_page
+from app.store.tables import AuditDecision
 
 EXPORT_BATCH = 1000
 

@@ -15,12 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.audit import queries, reviews
 from app.audit.integrity import verify_chain
-from app.auth import Auditor
-from app.deps import AppSettings, DbSession, Live
-from app.models import AuditDecision
+from app.audit.record import AuditRecord
 from app.policy.vocabulary import Tree, Vocabulary
-from app.problems import Problem
-from app.schemas_common import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
+from app.store.tables import AuditDecision
+from app.types import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
+from app.web.auth import Auditor
+from app.web.deps import AppSettings, DbSession, Live
+from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 DecisionId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
@@ -39,30 +40,12 @@ class _NamesOverriddenObjection(BaseModel):
         return self.restriction_id if self.decision == "permit" else None
 
 
-class AuditDecisionOut(_NamesOverriddenObjection):
-    model_config = ConfigDict(from_attributes=True)
+class AuditDecisionOut(_NamesOverriddenObjection, AuditRecord):
+    """An audit row: what was recorded (app/audit/record.py), where it sits in the chain."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
 
     seq: int
-    decision_id: str
-    request_id: str
-    decided_at: datetime
-    client: str
-    requester: str
-    holder: str
-    person_id: str
-    field: str
-    purpose: str
-    decision: Literal["permit", "deny"]
-    reason: str
-    agreement_id: str | None
-    agreement_version: int | None
-    restriction_id: str | None
-    consent_id: str | None
-    break_glass: bool
-    justification: str | None
-    user_ref: str | None
-    case_ref: str | None
-    policy_revision: int
     prev_hash: str
     row_hash: str
 

@@ -15,46 +15,19 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import Dialect, Engine, Table, select, update
 
 from app.audit.chain import chain_rows
-from app.metrics import AUDIT_BATCH_ROWS, AUDIT_COMMIT_SECONDS, AUDIT_FAILURES
-from app.models import AuditChainHead, AuditDecision
+from app.audit.record import AuditRecord
+from app.errors import AuditUnavailable
+from app.runtime.metrics import AUDIT_BATCH_ROWS, AUDIT_COMMIT_SECONDS, AUDIT_FAILURES
+from app.store.tables import AuditChainHead, AuditDecision
 
 log = structlog.get_logger(__name__)
 AUDIT_TABLE: Table = AuditDecision.__table__  # type: ignore[assignment]
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    decision_id: str
-    request_id: str
-    decided_at: datetime
-    client: str
-    requester: str
-    holder: str
-    person_id: str
-    field: str
-    purpose: str
-    decision: str
-    reason: str
-    agreement_id: str | None
-    agreement_version: int | None
-    restriction_id: str | None
-    consent_id: str | None
-    break_glass: bool
-    justification: str | None
-    user_ref: str | None
-    case_ref: str | None
-    policy_revision: int
-
-
-class AuditUnavailable(RuntimeError):
-    """The audit rows could not be committed, so the decision must not be given."""
 
 
 @dataclass

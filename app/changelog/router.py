@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
-from app.auth import Auditor
 from app.changelog import service
-from app.deps import DbSession
-from app.problems import Problem
-from app.schemas_common import EntryId
+from app.types import EntryId
+from app.web.auth import Auditor
+from app.web.deps import DbSession
+from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/changes", tags=["audit"])
 

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ChangeRecord
-from app.pagination import keyset_page
-from app.policy_state import bump_revision
+from app.store.pagination import keyset_page
+from app.store.revisions import bump_revision
+from app.store.tables import ChangeRecord
 
 
 def record_change(

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth import Manager
 from app.clients import service
-from app.deps import DbSession, Live
-from app.problems import Problem
-from app.schemas_common import EntryId, ShortText, VocabularyName
+from app.types import EntryId, ShortText, VocabularyName
+from app.web.auth import Manager
+from app.web.deps import DbSession, Live
+from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/clients", tags=["clients"])
 ERRORS: dict[int | str, dict[str, Any]] = {

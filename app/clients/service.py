@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth import SCOPES, Caller, key_digest
 from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
-from app.models import ApiClient
 from app.policy.vocabulary import Vocabulary
+from app.runtime.callers import SCOPES, Caller, key_digest
+from app.store.tables import ApiClient
 
 KEY_PREFIX = "acc_"
 

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from app.audit import queries, reviews
 from app.audit.router import AuditFilterParams, build_subject_access
-from app.auth import Caller, key_digest
 from app.console.chart import decisions_per_day
-from app.deps import AppSettings, DbSession, Live
 from app.errors import Conflict, NotFound
+from app.runtime.callers import Caller, key_digest
+from app.web.deps import AppSettings, DbSession, Live
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")

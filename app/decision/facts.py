@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.decision.engine import PersonFacts
 from app.decision.schemas import Subject, plausible_birth_date
-from app.metrics import PERSON_INFO_CALLS
+from app.runtime.metrics import PERSON_INFO_CALLS
 
 log = structlog.get_logger(__name__)
 

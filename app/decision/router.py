@@ -9,7 +9,6 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth import Decider, Overseer
 from app.decision import service
 from app.decision.schemas import (
     BatchDecisionOut,
@@ -17,8 +16,9 @@ from app.decision.schemas import (
     DecisionOut,
     DecisionRequest,
 )
-from app.deps import Decisions, RequestId
-from app.problems import Problem
+from app.web.auth import Decider, Overseer
+from app.web.deps import Decisions, RequestId
+from app.web.problems import Problem
 
 router = APIRouter(tags=["decisions"])
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -7,9 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.schemas_common import LongText, PersonId, ShortText, VocabularyName
-
-MAX_BATCH_FIELDS = 1000
+from app.types import MAX_BATCH_FIELDS, LongText, PersonId, ShortText, VocabularyName
 
 
 class Strict(BaseModel):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.audit.writer import AuditRecord, AuditWriter
-from app.auth import Caller
+from app.audit.record import AuditRecord
+from app.audit.writer import AuditWriter
 from app.decision.engine import Decision, evaluate
 from app.decision.facts import PersonInfoService, person_facts
 from app.decision.validate import (
@@ -23,11 +23,12 @@ from app.decision.validate import (
     requested_fields,
     validate_names,
 )
-from app.ids import new_uuid
-from app.live_policy import LivePolicy
-from app.metrics import DECISION_SECONDS, DECISIONS
 from app.policy.agreements import parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
+from app.runtime.callers import Caller
+from app.runtime.ids import new_uuid
+from app.runtime.live_policy import LivePolicy
+from app.runtime.metrics import DECISION_SECONDS, DECISIONS
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
+from app.errors import Unprocessable
 from app.policy.vocabulary import Vocabulary
 
 AgreementStatus = Literal["draft", "active", "suspended", "revoked"]
@@ -86,13 +87,18 @@ class Problem:
         return f"{self.location}: {self.message}" if self.location else self.message
 
 
-class AgreementInvalid(ValueError):
+class AgreementInvalid(Unprocessable):
     """An agreement document was refused; `problems` names each bad place."""
+
+    title = "Invalid agreement"
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(str(p) for p in problems))
+
+    def invalid_params(self) -> list[tuple[str, str]]:
+        return [(p.location or "document", p.message) for p in self.problems]
 
 
 class _Reader:

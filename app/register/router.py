@@ -8,12 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth import Caller, Manager, Overseer
-from app.deps import DbSession, Live
-from app.models import RegisterEntry
-from app.problems import Problem
 from app.register import service
-from app.schemas_common import EntryId, LongText, PersonId, UtcDatetime, VocabularyName
+from app.runtime.callers import Caller
+from app.store.tables import RegisterEntry
+from app.types import EntryId, LongText, PersonId, UtcDatetime, VocabularyName
+from app.web.auth import Manager, Overseer
+from app.web.deps import DbSession, Live
+from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/register", tags=["register"])
 Names = list[VocabularyName]

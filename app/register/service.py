@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
-from app.models import RegisterEntry
 from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
 from app.policy.vocabulary import Vocabulary
+from app.store.tables import RegisterEntry
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,62 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
-from datetime import UTC
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import op
-
-from app.audit.chain import CHAINED_COLUMNS, GENESIS, row_hash
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+
+# The chain format as this revision wrote it, frozen here: a migration never imports
+# live app code, which may change after it (app/audit/chain.py is today's format).
+GENESIS = "0" * 64
+CHAINED_COLUMNS = (
+    "seq",
+    "decision_id",
+    "request_id",
+    "decided_at",
+    "client",
+    "requester",
+    "holder",
+    "person_id",
+    "field",
+    "purpose",
+    "decision",
+    "reason",
+    "agreement_id",
+    "agreement_version",
+    "restriction_id",
+    "consent_id",
+    "break_glass",
+    "justification",
+    "user_ref",
+    "case_ref",
+    "policy_revision",
+)
+
+
+def _canonical_datetime(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    raise TypeError(f"{type(value).__name__} is not chained")
+
+
+def row_hash(previous_hash: str, row: Any) -> str:
+    """SHA-256 over the previous hash and the row's chained columns (as a JSON array)."""
+    content = orjson.dumps(
+        [row[column] for column in CHAINED_COLUMNS],
+        default=_canonical_datetime,
+        option=orjson.OPT_PASSTHROUGH_DATETIME,
+    )
+    return hashlib.sha256(previous_hash.encode() + content).hexdigest()
+
 
 APPEND_ONLY_TABLES = ("audit_decisions", "break_glass_reviews", "audit_checkpoints")
 # Rows are never changed; only `accord audit purge`, which records a checkpoint in

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from app.models import PolicyState
+from app.store.tables import PolicyState
 
 
 def bump_revision(session: Session) -> int:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.decision.service import DecisionService
-from app.live_policy import LivePolicy
+from app.runtime.live_policy import LivePolicy
 
 
 def _session(request: Request) -> Iterator[Session]:

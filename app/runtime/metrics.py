@@ -1,17 +1,13 @@
 """Prometheus metrics. With several workers, prometheus-client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set by `accord serve --workers N`) sums them across processes.
-Break-glass queue gauges are read from the database at scrape time, so every
-replica reports the same truth; with the database down they are left out and
-the rest of the scrape is still served.
+Gauges counted in the database (the break-glass queue, app/audit/reviews.py)
+are read at scrape time, so every replica reports the same truth.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from datetime import timedelta
 
-import structlog
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -22,14 +18,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
-
-from app.audit.reviews import queue_counts
-
-log = structlog.get_logger(__name__)
 
 DECISIONS = Counter(
     "accord_decisions", "Field decisions answered", ["decision", "reason", "purpose"]
@@ -65,37 +54,14 @@ PERSON_INFO_CALLS = Counter(
 )
 
 
-class BreakGlassQueue(Collector):
-    """Pending and overdue break-glass reviews, counted in the database when scraped."""
-
-    def __init__(self, engine: Engine, overdue_after: timedelta) -> None:
-        self._engine = engine
-        self._overdue_after = overdue_after
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            with self._engine.connect() as connection:
-                pending, overdue = queue_counts(connection, overdue_after=self._overdue_after)
-        except SQLAlchemyError as exc:  # the rest of the scrape still matters most then
-            log.error("break-glass queue not counted", error=str(exc))
-            return
-        yield GaugeMetricFamily(
-            "accord_break_glass_reviews_pending", "Break-glass permits awaiting review", pending
-        )
-        yield GaugeMetricFamily(
-            "accord_break_glass_reviews_overdue",
-            "Break-glass permits awaiting review longer than ACCORD_BREAK_GLASS_REVIEW_DAYS",
-            overdue,
-        )
-
-
-def render(engine: Engine, overdue_after: timedelta) -> tuple[bytes, str]:
-    """The exposition text for one scrape."""
+def render(*database_gauges: Collector) -> tuple[bytes, str]:
+    """This process's metrics (or every worker's, summed), then gauges read at scrape time."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         process_metrics = CollectorRegistry()
         multiprocess.MultiProcessCollector(process_metrics)  # type: ignore[no-untyped-call]
     else:
         process_metrics = REGISTRY
-    queue = CollectorRegistry()
-    queue.register(BreakGlassQueue(engine, overdue_after))
-    return generate_latest(process_metrics) + generate_latest(queue), CONTENT_TYPE_LATEST
+    gauges = CollectorRegistry()
+    for collector in database_gauges:
+        gauges.register(collector)
+    return generate_latest(process_metrics) + generate_latest(gauges), CONTENT_TYPE_LATEST

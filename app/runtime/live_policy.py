@@ -22,14 +22,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.agreements.service import current_agreements
-from app.auth import Caller
 from app.clients.service import load_callers
 from app.errors import PolicyUnavailable
-from app.metrics import POLICY_RELOAD_FAILURES, POLICY_RELOAD_SECONDS, POLICY_REVISION
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import load_vocabulary
-from app.policy_state import read_revision
 from app.register.service import load_register
+from app.runtime.callers import Caller
+from app.runtime.metrics import POLICY_RELOAD_FAILURES, POLICY_RELOAD_SECONDS, POLICY_REVISION
+from app.store.revisions import read_revision
 
 log = structlog.get_logger(__name__)
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
+MAX_BATCH_FIELDS = 1000  # the most fields one batch request may list
+
 
 def _in_utc(moment: datetime) -> datetime:
     try:

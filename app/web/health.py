@@ -11,9 +11,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Connection, text
 
-from app.auth import AnyClient
-from app.metrics import render
-from app.problems import Problem, problem_response
+from app.audit.reviews import BreakGlassQueue
+from app.runtime.metrics import render
+from app.web.auth import AnyClient
+from app.web.problems import Problem, problem_response
 
 router = APIRouter(tags=["ops"])
 
@@ -88,6 +89,6 @@ def metrics(request: Request, caller: AnyClient) -> Response:
     """Prometheus metrics (any API key)."""
     settings = request.app.state.settings
     body, content_type = render(
-        request.app.state.engine, timedelta(days=settings.break_glass_review_days)
+        BreakGlassQueue(request.app.state.engine, timedelta(days=settings.break_glass_review_days))
     )
     return Response(body, media_type=content_type)

@@ -13,18 +13,10 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
-from app.audit.writer import AuditUnavailable
-from app.auth import BEARER_SCHEME, PUBLIC_PATHS
-from app.errors import Conflict, Forbidden, InvalidRequest, NotFound, PolicyUnavailable
-from app.policy.agreements import AgreementInvalid
+from app.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
-COMMON_ERRORS = {
-    "401": "No API key, or an unknown one",
-    "403": "The key's scopes or agencies do not allow this",
-    "503": "Unavailable: no policy loaded, or the database cannot be reached",
-}
 
 
 class InvalidParam(BaseModel):
@@ -49,6 +41,8 @@ def problem_response(
     invalid_params: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
+    """The one builder of problem+json answers; a Response is also an ASGI app, so
+    middleware below FastAPI's handlers sends it with `await response(scope, receive, send)`."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
@@ -91,17 +85,10 @@ async def _validation(_: Request, exc: Exception) -> Response:
     return problem_response(422, "Invalid request", detail, params)
 
 
-async def _invalid(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InvalidRequest)
-    return problem_response(
-        422, "Invalid request", str(exc), [{"name": exc.location, "reason": exc.message}]
-    )
-
-
-async def _agreement_invalid(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AgreementInvalid)
-    params = [{"name": p.location or "document", "reason": p.message} for p in exc.problems]
-    return problem_response(422, "Invalid agreement", str(exc), params)
+async def _unprocessable(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Unprocessable)
+    params = [{"name": name, "reason": reason} for name, reason in exc.invalid_params()]
+    return problem_response(422, exc.title, str(exc), params)
 
 
 async def _http(_: Request, exc: Exception) -> Response:
@@ -113,11 +100,15 @@ async def _http(_: Request, exc: Exception) -> Response:
 
 def _simple(status: int, title: str) -> Any:
     async def handler(_: Request, exc: Exception) -> Response:
-        if status >= 500:
-            log.error(title, error=str(exc))
         return problem_response(status, title, str(exc) or title)
 
     return handler
+
+
+async def _unavailable(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Unavailable)
+    log.error(exc.title, error=str(exc))
+    return problem_response(503, exc.title, str(exc) or exc.title)
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> Response:
@@ -127,52 +118,11 @@ async def _database_unavailable(_: Request, exc: Exception) -> Response:
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(InvalidRequest, _invalid)
-    app.add_exception_handler(AgreementInvalid, _agreement_invalid)
+    app.add_exception_handler(Unprocessable, _unprocessable)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(NotFound, _simple(404, "Not found"))
     app.add_exception_handler(Conflict, _simple(409, "Conflict"))
     app.add_exception_handler(Forbidden, _simple(403, "Forbidden"))
-    app.add_exception_handler(
-        AuditUnavailable, _simple(503, "Audit unavailable: no decision was made")
-    )
-    app.add_exception_handler(PolicyUnavailable, _simple(503, "Policy unavailable"))
+    app.add_exception_handler(Unavailable, _unavailable)
     # The database is unreachable or refuses work (down, read-only): retry later.
     app.add_exception_handler(OperationalError, _database_unavailable)
-
-
-def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
-    """Describe every error response as the problem+json body it really is.
-
-    FastAPI documents errors as application/json, and 422 as its own
-    validation shape; Accord answers every error with `Problem`. Every route
-    but health is declared to need the bearer key (the Authenticate middleware
-    checks it before any route runs). The answers
-    every authenticated route can give (no key, wrong scope, a body too large,
-    no policy or database) are added where the route does not list them.
-    """
-    problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for path, operations in schema.get("paths", {}).items():
-        for operation in operations.values():
-            responses = operation.setdefault("responses", {})
-            if path not in PUBLIC_PATHS:
-                operation["security"] = [{"HTTPBearer": []}]
-                expected = dict(COMMON_ERRORS)
-                if "requestBody" in operation:
-                    expected["400"] = "The body could not be read as JSON"
-                    expected["413"] = "Request body too large"
-                if "requestBody" in operation or operation.get("parameters"):
-                    expected["422"] = "Invalid request"
-                for status, description in expected.items():
-                    responses.setdefault(status, {"description": description})
-            for status, response in responses.items():
-                if int(status) >= 400:
-                    response["content"] = problem_content
-    schema.setdefault("components", {})["securitySchemes"] = {"HTTPBearer": BEARER_SCHEME}
-    components = schema["components"].setdefault("schemas", {})
-    components.pop("HTTPValidationError", None)
-    components.pop("ValidationError", None)
-    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(problem_schema.pop("$defs", {}))
-    components["Problem"] = problem_schema
-    return schema

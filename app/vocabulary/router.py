@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from app.auth import AnyClient
-from app.deps import Live
+from app.web.auth import AnyClient
+from app.web.deps import Live
 
 router = APIRouter(prefix="/v1/vocabulary", tags=["vocabulary"])
 

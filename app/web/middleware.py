@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import time
 
-import orjson
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.ids import new_uuid
+from app.runtime.ids import new_uuid
+from app.web.problems import problem_response
 
 log = structlog.get_logger("accord.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -53,9 +53,9 @@ class RequestContext:
             # Answer a problem and keep the connection usable; nothing was decided.
             log.exception("unhandled error")
             if not response_started:
-                await send_problem(
-                    send, 500, "Internal error", "the service failed; nothing was decided"
-                )
+                await problem_response(
+                    500, "Internal error", "the service failed; nothing was decided"
+                )(scope, receive, send)
         finally:
             log.info(
                 "request",
@@ -80,7 +80,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
 
@@ -97,25 +97,6 @@ class BodyLimit:
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        await send_problem(
-            send, 413, "Request body too large", f"the body is larger than {self.max_bytes} bytes"
-        )
-
-
-async def send_problem(
-    send: Send,
-    status: int,
-    title: str,
-    detail: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """A problem+json response sent straight to ASGI, below FastAPI's handlers."""
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        *(headers or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the body is larger than {self.max_bytes} bytes"
+        await problem_response(413, "Request body too large", detail)(scope, receive, send)

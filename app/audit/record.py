@@ -1,0 +1,40 @@
+"""What one audit row records about one decision: the one list of audit columns.
+
+The writer inserts these, the hash chain covers them (after `seq`, in this
+order), and the audit API answers with them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    decision_id: str
+    request_id: str
+    decided_at: datetime
+    client: str
+    requester: str
+    holder: str
+    person_id: str
+    field: str
+    purpose: str
+    decision: Literal["permit", "deny"]
+    reason: str
+    agreement_id: str | None
+    agreement_version: int | None
+    restriction_id: str | None
+    consent_id: str | None
+    break_glass: bool
+    justification: str | None
+    user_ref: str | None
+    case_ref: str | None
+    policy_revision: int
+
+
+RECORDED_COLUMNS = tuple(AuditRecord.model_fields)

@@ -1,0 +1,32 @@
+"""The `accord` command: serve, migrate, manage agreements and clients, audit, export policy.
+
+One module per command group; each adds its own subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.cli import agreements, audit, clients, db, policy, serve
+from app.policy.files import DocumentError
+
+COMMAND_GROUPS = (serve, db, agreements, policy, clients, audit)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accord", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except DocumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code

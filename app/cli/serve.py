@@ -1,0 +1,65 @@
+"""`accord serve` and `accord openapi`: the HTTP service and its schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import tempfile
+from types import FrameType
+from typing import Any, NoReturn
+
+from app.config import get_settings
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="bind address (ACCORD_HOST)")
+    serve.add_argument("--port", type=int, help="port (ACCORD_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (ACCORD_WORKERS)")
+    serve.set_defaults(run=_serve)
+    commands.add_parser("openapi", help="print the served OpenAPI schema as YAML").set_defaults(
+        run=_openapi
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    workers = args.workers or settings.workers
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers are separate processes: their metrics are summed through files here.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="accord-metrics-")
+    # On SIGTERM uvicorn stops accepting, finishes in-flight requests (at most
+    # ACCORD_SHUTDOWN_GRACE_SECONDS), runs the lifespan shutdown (the audit writer
+    # flushes), then raises SIGTERM again to the handler it found: exit 0 there,
+    # so a clean shutdown is not reported as death by signal (143).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
+
+
+def _openapi(_: argparse.Namespace) -> int:
+    import yaml
+
+    from app.main import create_app
+
+    schema = json.loads(json.dumps(create_app().openapi()))
+    print(yaml.safe_dump(schema, sort_keys=False, allow_unicode=True), end="")
+    return 0
