@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         le=MAX_BATCH_FIELDS,  # the request schema's cap on a list of fields
         description="Most fields one batch decision may ask for",
     )
+    max_concurrent_simulations: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Simulations of a draft compiled at once, each in a thread off the event loop",
+    )
     audit_max_batch: int = Field(
         default=1000, ge=1, description="Most audit rows written in one group commit"
     )

@@ -23,6 +23,7 @@ from app.decision.facts import PersonInfoService
 from app.decision.router import router as decisions_router
 from app.decision.service import DecisionService
 from app.register.router import router as register_router
+from app.runtime.clock import Clock, SystemClock
 from app.runtime.live_policy import LivePolicy
 from app.runtime.logs import configure_logging
 from app.store.database import make_engine
@@ -41,8 +42,10 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """The service; `clock` defaults to the system's (tests pass a FixedClock)."""
     settings = settings or get_settings()
+    clock = clock or SystemClock()
     # The event loop and the audit writer thread share the GIL; the default 5 ms
     # switch interval would let one make the other wait that long per handoff.
     sys.setswitchinterval(0.0005)
@@ -70,13 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.person_info_url
             else None
         )
-        app.state.settings, app.state.engine = settings, engine
+        app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
         app.state.live = live
         app.state.decisions = DecisionService(
             live=live,
             writer=writer,
             person_info=person_info,
             max_fields=settings.max_batch_fields,
+            clock=clock,
+            simulations=asyncio.Semaphore(settings.max_concurrent_simulations),
         )
         writer.start()
         try:

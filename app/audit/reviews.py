@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
+from app.runtime.clock import Clock
 from app.store.tables import AuditDecision, BreakGlassReview
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,7 @@ def _break_glass_permits() -> ColumnElement[bool]:
 
 
 def review_queue(
-    session: Session, *, pending_only: bool, overdue_after: timedelta, limit: int
+    session: Session, *, pending_only: bool, overdue_after: timedelta, limit: int, now: datetime
 ) -> list[QueueEntry]:
     """Break-glass permits, oldest first, with their reviews."""
     reviewed = select(BreakGlassReview.decision_id)
@@ -52,7 +53,7 @@ def review_queue(
         .order_by(BreakGlassReview.id)
     ):
         reviews[review.decision_id].append(review)
-    cutoff = datetime.now(UTC) - overdue_after
+    cutoff = now - overdue_after
     return [
         QueueEntry(
             decision=row,
@@ -64,7 +65,13 @@ def review_queue(
 
 
 def record_review(
-    session: Session, *, decision_id: str, outcome: Outcome, note: str, reviewer: str
+    session: Session,
+    *,
+    decision_id: str,
+    outcome: Outcome,
+    note: str,
+    reviewer: str,
+    now: datetime,
 ) -> BreakGlassReview:
     decision = session.scalars(
         select(AuditDecision).where(AuditDecision.decision_id == decision_id)
@@ -78,14 +85,16 @@ def record_review(
         outcome=outcome,
         note=note,
         reviewer=reviewer,
-        reviewed_at=datetime.now(UTC),
+        reviewed_at=now,
     )
     session.add(review)
     session.flush()
     return review
 
 
-def queue_counts(connection: Connection, *, overdue_after: timedelta) -> tuple[int, int]:
+def queue_counts(
+    connection: Connection, *, overdue_after: timedelta, now: datetime
+) -> tuple[int, int]:
     """(pending, overdue) break-glass reviews."""
     pending = (
         select(AuditDecision.decided_at)
@@ -93,7 +102,7 @@ def queue_counts(connection: Connection, *, overdue_after: timedelta) -> tuple[i
         .where(AuditDecision.decision_id.not_in(select(BreakGlassReview.decision_id)))
         .subquery()
     )
-    cutoff = datetime.now(UTC) - overdue_after
+    cutoff = now - overdue_after
     total, overdue = connection.execute(
         select(
             func.count(),
@@ -106,14 +115,17 @@ def queue_counts(connection: Connection, *, overdue_after: timedelta) -> tuple[i
 class BreakGlassQueue(Collector):
     """Pending and overdue break-glass reviews, counted in the database when scraped."""
 
-    def __init__(self, engine: Engine, overdue_after: timedelta) -> None:
+    def __init__(self, engine: Engine, overdue_after: timedelta, clock: Clock) -> None:
         self._engine = engine
         self._overdue_after = overdue_after
+        self._clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
             with self._engine.connect() as connection:
-                pending, overdue = queue_counts(connection, overdue_after=self._overdue_after)
+                pending, overdue = queue_counts(
+                    connection, overdue_after=self._overdue_after, now=self._clock.now()
+                )
         except SQLAlchemyError as exc:  # the rest of the scrape still matters most then
             log.error("break-glass queue not counted", error=str(exc))
             return

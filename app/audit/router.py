@@ -20,7 +20,7 @@ from app.policy.vocabulary import Tree, Vocabulary
 from app.store.tables import AuditDecision
 from app.types import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
 from app.web.auth import Auditor
-from app.web.deps import AppSettings, DbSession, Live
+from app.web.deps import AppSettings, DbSession, Live, Now
 from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -273,6 +273,7 @@ def break_glass_queue(
     session: DbSession,
     caller: Auditor,
     settings: AppSettings,
+    now: Now,
     status: Annotated[Literal["pending", "all"], Query()] = "pending",
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[QueueEntryOut]:
@@ -282,6 +283,7 @@ def break_glass_queue(
         pending_only=status == "pending",
         overdue_after=timedelta(days=settings.break_glass_review_days),
         limit=limit,
+        now=now,
     )
     return [
         QueueEntryOut(
@@ -299,7 +301,7 @@ def break_glass_queue(
     responses={404: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Problem}},
 )
 def review_break_glass(
-    body: ReviewIn, session: DbSession, caller: Auditor, decision_id: DecisionId
+    body: ReviewIn, session: DbSession, caller: Auditor, decision_id: DecisionId, now: Now
 ) -> ReviewOut:
     """Record an auditor's outcome for one break-glass permit (append-only)."""
     review = reviews.record_review(
@@ -308,6 +310,7 @@ def review_break_glass(
         outcome=body.outcome,
         note=body.note,
         reviewer=caller.client_id,
+        now=now,
     )
     out = ReviewOut.model_validate(review)
     session.commit()

@@ -20,7 +20,7 @@ from app.audit.router import AuditFilterParams, build_subject_access
 from app.console.chart import decisions_per_day
 from app.errors import Conflict, NotFound
 from app.runtime.callers import Caller, key_digest
-from app.web.deps import AppSettings, DbSession, Live
+from app.web.deps import AppSettings, DbSession, Live, Now
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -106,7 +106,7 @@ def search(request: Request, session: DbSession, live: Live) -> Response:
 
 @router.get("/break-glass", response_class=HTMLResponse)
 def break_glass(
-    request: Request, session: DbSession, live: Live, settings: AppSettings
+    request: Request, session: DbSession, live: Live, settings: AppSettings, now: Now
 ) -> Response:
     caller = _auditor(request, live)
     if caller is None:
@@ -116,6 +116,7 @@ def break_glass(
         pending_only=True,
         overdue_after=timedelta(days=settings.break_glass_review_days),
         limit=500,
+        now=now,
     )
     return _page(
         request,
@@ -131,6 +132,7 @@ def review(
     request: Request,
     session: DbSession,
     live: Live,
+    now: Now,
     decision_id: str,
     outcome: Annotated[reviews.Outcome, Form()],
     note: Annotated[str, Form(min_length=1, max_length=2000)],
@@ -145,6 +147,7 @@ def review(
             outcome=outcome,
             note=note,
             reviewer=caller.client_id,
+            now=now,
         )
         session.commit()
     except (NotFound, Conflict):

@@ -7,6 +7,7 @@ explains a deny by the furthest stage any agreement between the parties reached.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -61,6 +62,16 @@ class Decision:
     def outcome(self) -> str:
         """As answered and recorded: "permit" or "deny"."""
         return "permit" if self.permit else "deny"
+
+
+def decide(
+    policy: CompiledPolicy, questions: Iterable[Question], facts: PersonFacts, now: datetime
+) -> list[Decision]:
+    """The one way Accord decides: every question of a request, on one policy, at `now`.
+
+    Single and batch decisions, simulations and `accord policy test` all call it.
+    """
+    return [evaluate(policy, question, facts, now) for question in questions]
 
 
 def evaluate(

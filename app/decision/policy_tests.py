@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.decision.engine import Decision, evaluate
+from app.decision.engine import Decision, decide
 from app.decision.facts import given_facts
 from app.decision.schemas import BatchDecisionRequest, DecisionRequest
-from app.decision.validate import questions, requested_fields, validate_names
+from app.decision.validate import validated_questions
 from app.errors import InvalidRequest
 from app.policy.agreements import Agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
@@ -89,10 +89,8 @@ def register_of(document: Mapping[str, Any], recorded_at: datetime) -> dict[str,
 def _decide(
     policy: CompiledPolicy, request: DecisionRequest | BatchDecisionRequest, now: datetime
 ) -> list[Decision]:
-    fields = requested_fields(request, policy.vocabulary, max_fields=10_000)
-    validate_names(policy.vocabulary, request, fields)
-    facts = given_facts(request.subject, now.date())
-    return [evaluate(policy, question, facts, now) for question in questions(request, fields)]
+    questions = validated_questions(request, policy.vocabulary, max_fields=10_000)
+    return decide(policy, questions, given_facts(request.subject, now.date()), now)
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,25 +7,22 @@ its audit rows are committed, a simulation writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from app.audit.record import AuditRecord
 from app.audit.writer import AuditWriter
-from app.decision.engine import Decision, evaluate
+from app.decision.engine import Decision, decide
 from app.decision.facts import PersonInfoService, person_facts
-from app.decision.validate import (
-    AnyDecisionRequest,
-    questions,
-    requested_fields,
-    validate_names,
-)
+from app.decision.validate import AnyDecisionRequest, validated_questions
 from app.policy.agreements import parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.runtime.callers import Caller
+from app.runtime.clock import Clock
 from app.runtime.ids import new_uuid
 from app.runtime.live_policy import LivePolicy
 from app.runtime.metrics import DECISION_SECONDS, DECISIONS
@@ -50,14 +47,14 @@ async def _evaluate_request(
     policy: CompiledPolicy,
     person_info: PersonInfoService | None,
     max_fields: int,
+    now: datetime,
     decider: Caller | None,
 ) -> Answer:
-    """Evaluate every field; `decider` is checked for its agencies (None: a simulation)."""
-    fields = requested_fields(request, policy.vocabulary, max_fields)
-    validate_names(policy.vocabulary, request, fields)
+    """Validate -> person facts -> decide; `decider` is checked for its agencies
+    (None: a simulation, which gets no decision ids)."""
+    questions = validated_questions(request, policy.vocabulary, max_fields)
     if decider is not None:
         decider.check_may_decide(requester=request.requester, holder=request.holder)
-    now = datetime.now(UTC)
     facts = await person_facts(
         request.subject,
         now.date(),
@@ -67,10 +64,9 @@ async def _evaluate_request(
     evaluating = time.perf_counter()
     decisions = [
         RecordedDecision(
-            decision_id=str(new_uuid()) if decider is not None else None,
-            decision=evaluate(policy, question, facts, now),
+            decision_id=str(new_uuid()) if decider is not None else None, decision=decision
         )
-        for question in questions(request, fields)
+        for decision in decide(policy, questions, facts, now)
     ]
     DECISION_SECONDS.labels(stage="evaluate").observe(time.perf_counter() - evaluating)
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
@@ -119,6 +115,10 @@ class DecisionService:
     writer: AuditWriter
     person_info: PersonInfoService | None
     max_fields: int
+    clock: Clock
+    # Compiling a draft for a simulation is CPU work: it runs in a thread, at most
+    # this many at once, so decisions on the event loop never wait behind it.
+    simulations: asyncio.Semaphore
 
     async def decide(
         self, request: AnyDecisionRequest, *, caller: Caller, request_id: str
@@ -130,6 +130,7 @@ class DecisionService:
             policy=self.live.current,
             person_info=self.person_info,
             max_fields=self.max_fields,
+            now=self.clock.now(),
             decider=caller,
         )
         await self.writer.write(
@@ -153,26 +154,33 @@ class DecisionService:
         """
         policy = self.live.current
         if draft is not None:
-            live_agreement = policy.agreements.get(str(draft.get("id")))
-            live_version = live_agreement.version if live_agreement else 0
-            agreement = parse_agreement(
-                {**draft, "status": "active"},
-                policy.vocabulary,
-                version=live_version + 1,
-                source="draft",
-            )
-            others = [a for a in policy.agreements.values() if a.id != agreement.id]
-            policy = compile_policy(
-                revision=policy.revision,
-                vocabulary=policy.vocabulary,
-                agreements=[*others, agreement],
-                register=policy.register,
-                model_text=policy.enforcer.model_text,
-            )
+            async with self.simulations:
+                policy = await asyncio.to_thread(_with_draft, policy, draft)
         return await _evaluate_request(
             request,
             policy=policy,
             person_info=self.person_info,
             max_fields=self.max_fields,
+            now=self.clock.now(),
             decider=None,
         )
+
+
+def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> CompiledPolicy:
+    """`policy` recompiled with `draft` active in place of any agreement with its id."""
+    live_agreement = policy.agreements.get(str(draft.get("id")))
+    live_version = live_agreement.version if live_agreement else 0
+    agreement = parse_agreement(
+        {**draft, "status": "active"},
+        policy.vocabulary,
+        version=live_version + 1,
+        source="draft",
+    )
+    others = [a for a in policy.agreements.values() if a.id != agreement.id]
+    return compile_policy(
+        revision=policy.revision,
+        vocabulary=policy.vocabulary,
+        agreements=[*others, agreement],
+        register=policy.register,
+        model_text=policy.enforcer.model_text,
+    )

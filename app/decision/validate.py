@@ -10,6 +10,15 @@ from app.policy.vocabulary import Vocabulary
 AnyDecisionRequest = DecisionRequest | BatchDecisionRequest
 
 
+def validated_questions(
+    request: AnyDecisionRequest, vocabulary: Vocabulary, max_fields: int
+) -> list[Question]:
+    """The request's questions, one per field asked for, every name checked."""
+    fields = requested_fields(request, vocabulary, max_fields)
+    validate_names(vocabulary, request, fields)
+    return questions(request, fields)
+
+
 def requested_fields(
     request: AnyDecisionRequest, vocabulary: Vocabulary, max_fields: int
 ) -> list[str]:

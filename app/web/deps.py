@@ -7,6 +7,7 @@ dependency in its thread pool, which costs a thread hop per request.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.decision.service import DecisionService
+from app.runtime.clock import Clock
 from app.runtime.live_policy import LivePolicy
 
 
@@ -38,6 +40,11 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
+async def _now(request: Request) -> datetime:
+    clock: Clock = request.app.state.clock
+    return clock.now()
+
+
 async def _request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
@@ -48,3 +55,4 @@ Live = Annotated[LivePolicy, Depends(_live)]
 Decisions = Annotated[DecisionService, Depends(_decisions)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 RequestId = Annotated[str, Depends(_request_id)]
+Now = Annotated[datetime, Depends(_now)]  # the replica clock's time

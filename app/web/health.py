@@ -89,6 +89,10 @@ def metrics(request: Request, caller: AnyClient) -> Response:
     """Prometheus metrics (any API key)."""
     settings = request.app.state.settings
     body, content_type = render(
-        BreakGlassQueue(request.app.state.engine, timedelta(days=settings.break_glass_review_days))
+        BreakGlassQueue(
+            request.app.state.engine,
+            timedelta(days=settings.break_glass_review_days),
+            request.app.state.clock,
+        )
     )
     return Response(body, media_type=content_type)
