@@ -51,12 +51,14 @@ test: $(STAMP) test-system-packages
 	$(BIN)/ruff check app tests migrations bench
 	$(BIN)/ruff format --check app tests migrations bench
 	$(BIN)/mypy app
+	$(BIN)/lint-imports
 	$(ACCORD) policy test policies/tests
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests migrations bench
 	$(BIN)/mypy app
+	$(BIN)/lint-imports
 
 # The performance benchmarks in one recorded run (a few minutes; not part of `make test`).
 bench: $(STAMP) test-system-packages
