@@ -163,7 +163,7 @@ def _decide(
     )
     if line is None:
         return _explain_deny(policy, question, facts, now)
-    source = policy.sources[line[-2]]
+    source = policy.sources[line.source]
     if not allowed:
         kind = "sealed" if source.stage == Stage.SEALED else "objection"
         return Decision(

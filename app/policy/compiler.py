@@ -151,7 +151,7 @@ class CompiledPolicy:
         lines = self.person_lines.get(person, []) + self.agreement_lines(
             requester, holder, field_name, purpose
         )
-        lines.sort(key=lambda line: line[0])
+        lines.sort(key=_stage)
         return lines
 
 
@@ -164,8 +164,26 @@ class _Block:
     template: PolicyLine  # the block's line, its requester, holder, field and purpose blank
 
     def line(self, requester: str, holder: str, field_name: str, purpose: str) -> PolicyLine:
-        stage, _, _, person, _, _, *rest = self.template
-        return (stage, requester, holder, person, field_name, purpose, *rest)
+        t = self.template
+        return PolicyLine(
+            t.stage,
+            requester,
+            holder,
+            t.person,
+            field_name,
+            purpose,
+            t.min_age,
+            t.max_age,
+            t.emergency,
+            t.valid_from,
+            t.valid_until,
+            t.source,
+            t.eft,
+        )
+
+
+def _stage(line: PolicyLine) -> str:
+    return line.stage
 
 
 def _timestamp(moment: datetime | date | None) -> str:
@@ -210,20 +228,20 @@ class _Builder:
         source: str,
         effect: str,
     ) -> PolicyLine:
-        return (
-            str(int(stage)),
-            requester,
-            holder,
-            person,
-            field_name,
-            purpose,
-            "" if min_age is None else f"{min_age:03d}",
-            "" if max_age is None else f"{max_age:03d}",
-            emergency,
-            valid_from,
-            valid_until,
-            source,
-            effect,
+        return PolicyLine(
+            stage=str(int(stage)),
+            requester=requester,
+            holder=holder,
+            person=person,
+            field=field_name,
+            purpose=purpose,
+            min_age="" if min_age is None else f"{min_age:03d}",
+            max_age="" if max_age is None else f"{max_age:03d}",
+            emergency=emergency,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            source=source,
+            eft=effect,
         )
 
     def index(self, agreement: Agreement) -> None:
@@ -445,10 +463,10 @@ def compile_policy(
             build.restriction(restriction)
         build.consents(person_id, entries)
     for lines in policy.person_lines.values():
-        lines.sort(key=lambda line: line[0])
+        lines.sort(key=_stage)
     moments = {_timestamp(a.valid_from) for a in by_id.values()}
     moments |= {_timestamp(a.valid_until) for a in by_id.values()}
     for lines in policy.person_lines.values():
-        moments |= {line[9] for line in lines} | {line[10] for line in lines}
+        moments |= {line.valid_from for line in lines} | {line.valid_until for line in lines}
     policy.boundaries = sorted(moments)
     return policy

@@ -11,28 +11,32 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import casbin
 import casbin.util.util as casbin_util
 from casbin.persist.adapter import Adapter
 
-PolicyLine = tuple[str, ...]
-POLICY_TOKENS = (
-    "stage",
-    "requester",
-    "holder",
-    "person",
-    "field",
-    "purpose",
-    "min_age",
-    "max_age",
-    "emergency",
-    "valid_from",
-    "valid_until",
-    "source",
-    "eft",
-)
+
+class PolicyLine(NamedTuple):
+    """One Casbin policy line, in model.conf's policy_definition order."""
+
+    stage: str  # "1" sealed .. "5" break-glass: the first matching line decides
+    requester: str  # an agency id, or "*"
+    holder: str
+    person: str
+    field: str
+    purpose: str
+    min_age: str  # zero-padded ("018"), or "" for no bound
+    max_age: str
+    emergency: str  # "yes", or "*" for any request
+    valid_from: str  # ISO-8601 UTC, inclusive
+    valid_until: str  # exclusive
+    source: str  # the key of the LineSource it was compiled from
+    eft: str  # "allow" | "deny"
+
+
+POLICY_TOKENS = PolicyLine._fields
 
 
 @dataclass(frozen=True)
@@ -114,4 +118,4 @@ class CandidateEnforcer:
                 )
             finally:
                 self._policy.policy = []
-        return bool(allowed), (tuple(explain) if explain else None)
+        return bool(allowed), (PolicyLine(*explain) if explain else None)

@@ -20,7 +20,7 @@ def test_groups_expand_to_every_member_agency() -> None:
         lines = policy.agreement_lines(
             "la.blackpool.childrens-services", holder, "health.mental", "safeguarding.children"
         )
-        assert [line[-2] for line in lines] == [
+        assert [line.source for line in lines] == [
             "isa-blackpool-mash@1:grant",
             "isa-blackpool-mash@1:break-glass",
         ]
@@ -32,7 +32,7 @@ def test_a_granted_field_expands_to_itself_and_its_descendants_only() -> None:
         field
         for field in policy.vocabulary.fields.names
         if any(
-            line[0] == str(int(Stage.GRANT))
+            line.stage == str(int(Stage.GRANT))
             for line in policy.agreement_lines(
                 "la.blackpool.childrens-services",
                 "police.lancashire",
@@ -47,7 +47,7 @@ def test_a_granted_field_expands_to_itself_and_its_descendants_only() -> None:
 
 def test_inactive_agreements_compile_to_no_lines_but_are_known_to_the_pair() -> None:
     policy = scenario_policy(RECORDED)
-    sources = {line[-2] for line in policy.all_lines()}
+    sources = {line.source for line in policy.all_lines()}
     assert not any(source.startswith("isa-health-schools-draft") for source in sources)
     assert not any(source.startswith("isa-housing-police") for source in sources)
     pair = ("edu.blackpool-schools", "nhs.blackpool-hospitals")
@@ -56,15 +56,15 @@ def test_inactive_agreements_compile_to_no_lines_but_are_known_to_the_pair() -> 
 
 def test_person_lines_are_ordered_restrictions_first() -> None:
     policy = scenario_policy(RECORDED)
-    stages = [int(line[0]) for line in policy.person_lines["P-201"]]
+    stages = [int(line.stage) for line in policy.person_lines["P-201"]]
     assert stages == sorted(stages)
     assert int(Stage.BREAK_GLASS_OVER_OBJECTION) in stages and int(Stage.OBJECTION) in stages
 
 
 def test_consents_become_person_specific_grant_lines_ending_with_the_consent() -> None:
     policy = scenario_policy(RECORDED)
-    lines = [line for line in policy.person_lines["P-302"] if "consent:" in line[-2]]
-    assert lines and all(line[10] == "2020-06-01T00:00:00Z" for line in lines)
+    lines = [line for line in policy.person_lines["P-302"] if "consent:" in line.source]
+    assert lines and all(line.valid_until == "2020-06-01T00:00:00Z" for line in lines)
 
 
 def test_export_lists_every_line_once() -> None:
