@@ -36,16 +36,6 @@ class Scope:
             return None
         return frozenset().union(*(vocabulary.purposes.descendants[p] for p in self.purposes))
 
-    def covers(self, vocabulary: Vocabulary, *, requester: str, field: str, purpose: str) -> bool:
-        requesters = self.requesters(vocabulary)
-        fields = self.field_names(vocabulary)
-        purposes = self.purpose_names(vocabulary)
-        return (
-            (requesters is None or requester in requesters)
-            and (fields is None or field in fields)
-            and (purposes is None or purpose in purposes)
-        )
-
 
 @dataclass(frozen=True)
 class Restriction:
@@ -64,9 +54,6 @@ class Consent:
     scope: Scope
     recorded_at: datetime
     until: datetime | None
-
-    def live(self, now: datetime) -> bool:
-        return self.recorded_at <= now and (self.until is None or now < self.until)
 
 
 @dataclass(frozen=True)
