@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
+from app.decision.engine import Decision, PersonFacts, Question, evaluate
 from app.decision.policy_tests import register_of
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import agreement_documents, load_vocabulary
 from app.policy.vocabulary import Vocabulary
+from app.runtime.enforcer import CandidateEnforcer
 from tests.conftest import REPO, SCENARIO, load_yaml
 
 MODEL_TEXT = (REPO / "policies" / "model.conf").read_text()
@@ -34,3 +37,15 @@ def scenario_policy(recorded_at: datetime, revision: int = 1) -> CompiledPolicy:
         register=register_of(load_yaml(SCENARIO / "cases.yaml")["register"], recorded_at),
         model_text=MODEL_TEXT,
     )
+
+
+@functools.cache
+def _enforcer(model_text: str) -> CandidateEnforcer:
+    return CandidateEnforcer(model_text)
+
+
+def evaluate_on(
+    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
+) -> Decision:
+    """The engine on one question with a Casbin enforcer for the policy's model, no memo."""
+    return evaluate(policy, question, facts, now, enforcer=_enforcer(policy.model_text))

@@ -40,10 +40,10 @@ def _export(args: argparse.Namespace) -> int:
     with database() as engine:
         policy = load_state(
             engine, vocabulary_file=settings.vocabulary_file, model_file=settings.model_file
-        ).policy
+        ).snapshot.policy
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.conf").write_text(policy.enforcer.model_text, encoding="utf-8")
+    (out / "model.conf").write_text(policy.model_text, encoding="utf-8")
     lines = policy.all_lines()
     with (out / "policy.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")

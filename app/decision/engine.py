@@ -7,13 +7,14 @@ explains a deny by the furthest stage any agreement between the parties reached.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, Protocol
 
 from app.policy.agreements import Agreement, Obligation
 from app.policy.compiler import CompiledPolicy, Stage
-from app.policy.enforcer import CasbinRequest
+from app.policy.lines import CasbinRequest, PolicyLine
 
 DENY_STAGES = (
     "no-agreement",
@@ -64,26 +65,60 @@ class Decision:
         return "permit" if self.permit else "deny"
 
 
+class Enforcer(Protocol):
+    """Casbin over a question's candidate lines: its answer and the line that decided."""
+
+    def enforce(
+        self, lines: list[PolicyLine], request: CasbinRequest
+    ) -> tuple[bool, PolicyLine | None]: ...
+
+
+class Memo(Protocol):
+    """Answers remembered for one policy revision, valid at a moment."""
+
+    def at(self, moment: str) -> MutableMapping[tuple[object, ...], Any]: ...
+
+
 def decide(
-    policy: CompiledPolicy, questions: Iterable[Question], facts: PersonFacts, now: datetime
+    policy: CompiledPolicy,
+    questions: Iterable[Question],
+    facts: PersonFacts,
+    now: datetime,
+    *,
+    enforcer: Enforcer,
+    memo: Memo | None = None,
 ) -> list[Decision]:
     """The one way Accord decides: every question of a request, on one policy, at `now`.
 
     Single and batch decisions, simulations and `accord policy test` all call it.
+    The enforcer and the memo are a replica's mutable parts for this policy
+    (app/runtime/); without a memo nothing is remembered.
     """
-    return [evaluate(policy, question, facts, now) for question in questions]
+    return [
+        evaluate(policy, question, facts, now, enforcer=enforcer, memo=memo)
+        for question in questions
+    ]
 
 
 def evaluate(
-    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
+    policy: CompiledPolicy,
+    question: Question,
+    facts: PersonFacts,
+    now: datetime,
+    *,
+    enforcer: Enforcer,
+    memo: Memo | None = None,
 ) -> Decision:
     """Decide one field, or a category as all of its leaf fields (DESIGN.md)."""
     leaves = policy.vocabulary.fields.leaves_below[question.field]
     if leaves == (question.field,):
-        return _evaluate_leaf(policy, question, facts, now)
+        return _evaluate_leaf(policy, question, facts, now, enforcer, memo)
     return _category(
         question.field,
-        [_evaluate_leaf(policy, replace(question, field=leaf), facts, now) for leaf in leaves],
+        [
+            _evaluate_leaf(policy, replace(question, field=leaf), facts, now, enforcer, memo)
+            for leaf in leaves
+        ],
     )
 
 
@@ -112,7 +147,12 @@ def _category(category: str, answers: list[Decision]) -> Decision:
 
 
 def _evaluate_leaf(
-    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime
+    policy: CompiledPolicy,
+    question: Question,
+    facts: PersonFacts,
+    now: datetime,
+    enforcer: Enforcer,
+    memo: Memo | None,
 ) -> Decision:
     """Decide one leaf field: deny overrides, default deny (DESIGN.md, Decision semantics).
 
@@ -121,7 +161,9 @@ def _evaluate_leaf(
     register names them).
     """
     moment = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    memo = policy.memo_for(moment)
+    if memo is None:
+        return _decide(policy, question, facts, now, moment, enforcer)
+    answers = memo.at(moment)
     key = (
         question.requester,
         question.holder,
@@ -132,14 +174,19 @@ def _evaluate_leaf(
         facts.age,
         facts.info_unavailable,
     )
-    decision: Decision | None = memo.get(key)
+    decision: Decision | None = answers.get(key)
     if decision is None:
-        decision = memo[key] = _decide(policy, question, facts, now, moment)
+        decision = answers[key] = _decide(policy, question, facts, now, moment, enforcer)
     return decision
 
 
 def _decide(
-    policy: CompiledPolicy, question: Question, facts: PersonFacts, now: datetime, moment: str
+    policy: CompiledPolicy,
+    question: Question,
+    facts: PersonFacts,
+    now: datetime,
+    moment: str,
+    enforcer: Enforcer,
 ) -> Decision:
     lines = policy.candidates(
         requester=question.requester,
@@ -148,7 +195,7 @@ def _decide(
         field_name=question.field,
         purpose=question.purpose,
     )
-    allowed, line = policy.enforcer.enforce(
+    allowed, line = enforcer.enforce(
         lines,
         CasbinRequest(
             requester=question.requester,

@@ -23,9 +23,10 @@ from app.decision.schemas import BatchDecisionRequest, DecisionRequest
 from app.decision.validate import validated_questions
 from app.errors import InvalidRequest
 from app.policy.agreements import Agreement
-from app.policy.compiler import CompiledPolicy, compile_policy
+from app.policy.compiler import compile_policy
 from app.policy.register import Consent, PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
+from app.runtime.snapshot import PolicySnapshot
 
 
 @dataclass
@@ -87,10 +88,12 @@ def register_of(document: Mapping[str, Any], recorded_at: datetime) -> dict[str,
 
 
 def _decide(
-    policy: CompiledPolicy, request: DecisionRequest | BatchDecisionRequest, now: datetime
+    snapshot: PolicySnapshot, request: DecisionRequest | BatchDecisionRequest, now: datetime
 ) -> list[Decision]:
+    policy = snapshot.policy
     questions = validated_questions(request, policy.vocabulary, max_fields=10_000)
-    return decide(policy, questions, given_facts(request.subject, now.date()), now)
+    facts = given_facts(request.subject, now.date())
+    return decide(policy, questions, facts, now, enforcer=snapshot.enforcer)
 
 
 def _jsonable(value: Any) -> Any:
@@ -99,12 +102,12 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
-def _check_case(policy: CompiledPolicy, case: Mapping[str, Any], now: datetime) -> CaseResult:
+def _check_case(snapshot: PolicySnapshot, case: Mapping[str, Any], now: datetime) -> CaseResult:
     result = CaseResult(str(case.get("name", "unnamed case")))
     expect = case.get("expect", {})
     body = _jsonable({"context": {}, **case["request"]})
     try:
-        decision = _decide(policy, DecisionRequest.model_validate(body), now)[0]
+        decision = _decide(snapshot, DecisionRequest.model_validate(body), now)[0]
     except (ValidationError, InvalidRequest) as exc:
         if expect.get("status") != 422:
             result.mismatches.append(f"request refused (422): {exc}".splitlines()[0])
@@ -126,11 +129,11 @@ def _check_case(policy: CompiledPolicy, case: Mapping[str, Any], now: datetime) 
     return result
 
 
-def _check_batch(policy: CompiledPolicy, batch: Mapping[str, Any], now: datetime) -> CaseResult:
+def _check_batch(snapshot: PolicySnapshot, batch: Mapping[str, Any], now: datetime) -> CaseResult:
     result = CaseResult(str(batch.get("name", "unnamed batch")))
     body = _jsonable({"context": {}, **batch["request"]})
     try:
-        decisions = _decide(policy, BatchDecisionRequest.model_validate(body), now)
+        decisions = _decide(snapshot, BatchDecisionRequest.model_validate(body), now)
     except (ValidationError, InvalidRequest) as exc:
         result.mismatches.append(f"request refused (422): {exc}".splitlines()[0])
         return result
@@ -160,6 +163,7 @@ def run_test_file(
         register=register_of(document.get("register") or {}, recorded_at=at),
         model_text=model_text,
     )
-    results = [_check_case(policy, case, at) for case in document.get("cases", [])]
-    results += [_check_batch(policy, batch, at) for batch in document.get("batches", [])]
+    snapshot = PolicySnapshot.of(policy, memoise=False)
+    results = [_check_case(snapshot, case, at) for case in document.get("cases", [])]
+    results += [_check_batch(snapshot, batch, at) for batch in document.get("batches", [])]
     return results

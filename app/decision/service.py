@@ -26,6 +26,7 @@ from app.runtime.clock import Clock
 from app.runtime.ids import new_uuid
 from app.runtime.live_policy import LivePolicy
 from app.runtime.metrics import DECISION_SECONDS, DECISIONS
+from app.runtime.snapshot import PolicySnapshot
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Answer:
 async def _evaluate_request(
     request: AnyDecisionRequest,
     *,
-    policy: CompiledPolicy,
+    snapshot: PolicySnapshot,
     person_info: PersonInfoService | None,
     max_fields: int,
     now: datetime,
@@ -52,6 +53,7 @@ async def _evaluate_request(
 ) -> Answer:
     """Validate -> person facts -> decide; `decider` is checked for its agencies
     (None: a simulation, which gets no decision ids)."""
+    policy = snapshot.policy
     questions = validated_questions(request, policy.vocabulary, max_fields)
     if decider is not None:
         decider.check_may_decide(requester=request.requester, holder=request.holder)
@@ -66,7 +68,9 @@ async def _evaluate_request(
         RecordedDecision(
             decision_id=str(new_uuid()) if decider is not None else None, decision=decision
         )
-        for decision in decide(policy, questions, facts, now)
+        for decision in decide(
+            policy, questions, facts, now, enforcer=snapshot.enforcer, memo=snapshot.memo
+        )
     ]
     DECISION_SECONDS.labels(stage="evaluate").observe(time.perf_counter() - evaluating)
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
@@ -127,7 +131,7 @@ class DecisionService:
         started = time.perf_counter()
         answer = await _evaluate_request(
             request,
-            policy=self.live.current,
+            snapshot=self.live.snapshot,
             person_info=self.person_info,
             max_fields=self.max_fields,
             now=self.clock.now(),
@@ -152,13 +156,13 @@ class DecisionService:
 
         Nothing is recorded: a simulation is not a disclosure.
         """
-        policy = self.live.current
+        snapshot = self.live.snapshot
         if draft is not None:
             async with self.simulations:
-                policy = await asyncio.to_thread(_with_draft, policy, draft)
+                snapshot = await asyncio.to_thread(_with_draft, snapshot.policy, draft)
         return await _evaluate_request(
             request,
-            policy=policy,
+            snapshot=snapshot,
             person_info=self.person_info,
             max_fields=self.max_fields,
             now=self.clock.now(),
@@ -166,7 +170,7 @@ class DecisionService:
         )
 
 
-def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> CompiledPolicy:
+def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> PolicySnapshot:
     """`policy` recompiled with `draft` active in place of any agreement with its id."""
     live_agreement = policy.agreements.get(str(draft.get("id")))
     live_version = live_agreement.version if live_agreement else 0
@@ -177,10 +181,11 @@ def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> CompiledPolicy
         source="draft",
     )
     others = [a for a in policy.agreements.values() if a.id != agreement.id]
-    return compile_policy(
+    with_draft = compile_policy(
         revision=policy.revision,
         vocabulary=policy.vocabulary,
         agreements=[*others, agreement],
         register=policy.register,
-        model_text=policy.enforcer.model_text,
+        model_text=policy.model_text,
     )
+    return PolicySnapshot.of(with_draft, memoise=False)

@@ -16,22 +16,19 @@ consent becomes a person-specific grant line valid until the consent lapses.
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import IntEnum
 from itertools import product
-from typing import Any
 
 from app.policy.agreements import Agreement, Grant, Obligation
-from app.policy.enforcer import CandidateEnforcer, PolicyLine
+from app.policy.lines import PolicyLine
 from app.policy.register import PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
 
 ANY = "*"
-MEMO_LIMIT = 200_000
 FOREVER = "9999-12-31"
 
 
@@ -80,13 +77,17 @@ class LineSource:
 
 @dataclass
 class CompiledPolicy:
-    """Everything an evaluation needs, built once per policy revision."""
+    """The policy of one revision as Casbin lines and their indexes; never changed once built.
+
+    What evaluating it changes (the Casbin enforcer, the memo of answers) a replica
+    holds beside it (app/runtime/).
+    """
 
     revision: int
     vocabulary: Vocabulary
     agreements: Mapping[str, Agreement]
     register: Mapping[str, PersonRegister]
-    enforcer: CandidateEnforcer
+    model_text: str  # the Casbin model the lines are for (policies/model.conf)
     person_lines: dict[str, list[PolicyLine]] = field(default_factory=lambda: defaultdict(list))
     sources: dict[str, LineSource] = field(default_factory=dict)
     agreements_by_pair: dict[tuple[str, str], list[Agreement]] = field(
@@ -98,22 +99,8 @@ class CompiledPolicy:
     # costs what the agreements cost, not what expanding their trees would.
     blocks: dict[str, list[_Block]] = field(default_factory=dict)
     # Every moment at which some line's validity starts or ends, sorted: between two
-    # of them the same request gets the same answer, so the engine may memoise it.
+    # of them the same request gets the same answer, so a replica may memoise it.
     boundaries: list[str] = field(default_factory=list)
-    memo: dict[tuple[object, ...], Any] = field(default_factory=dict)
-    memo_window: tuple[str, str] = ("", "")
-
-    def memo_for(self, now: str) -> dict[tuple[object, ...], Any]:
-        """The memo of answers valid at `now`, emptied when `now` crosses a boundary."""
-        start, end = self.memo_window
-        if not start <= now < end or len(self.memo) > MEMO_LIMIT:
-            after = bisect.bisect_right(self.boundaries, now)
-            self.memo = {}
-            self.memo_window = (
-                self.boundaries[after - 1] if after else "",
-                self.boundaries[after] if after < len(self.boundaries) else "~",
-            )
-        return self.memo
 
     def agreement_lines(
         self, requester: str, holder: str, field_name: str, purpose: str
@@ -453,7 +440,7 @@ def compile_policy(
         vocabulary=vocabulary,
         agreements=by_id,
         register=dict(register),
-        enforcer=CandidateEnforcer(model_text),
+        model_text=model_text,
     )
     build = _Builder(policy)
     for agreement in by_id.values():

@@ -29,6 +29,7 @@ from app.policy.files import load_vocabulary
 from app.register.service import load_register
 from app.runtime.callers import Caller
 from app.runtime.metrics import POLICY_RELOAD_FAILURES, POLICY_RELOAD_SECONDS, POLICY_REVISION
+from app.runtime.snapshot import PolicySnapshot
 from app.store.revisions import read_revision
 
 log = structlog.get_logger(__name__)
@@ -36,9 +37,9 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class LiveState:
-    """What a replica holds for one revision: the compiled policy and the API clients."""
+    """What a replica holds for one revision: the policy snapshot and the API clients."""
 
-    policy: CompiledPolicy
+    snapshot: PolicySnapshot
     callers: Mapping[str, Caller]
 
 
@@ -57,7 +58,7 @@ def load_state(engine: Engine, *, vocabulary_file: Path, model_file: Path) -> Li
         register=register,
         model_text=model_file.read_text(encoding="utf-8"),
     )
-    return LiveState(policy=policy, callers=callers)
+    return LiveState(snapshot=PolicySnapshot.of(policy), callers=callers)
 
 
 @contextlib.contextmanager
@@ -92,7 +93,12 @@ class LivePolicy:
 
     @property
     def current(self) -> CompiledPolicy:
-        return self._loaded().policy
+        return self._loaded().snapshot.policy
+
+    @property
+    def snapshot(self) -> PolicySnapshot:
+        """The policy with its enforcer and memo, one revision's all together."""
+        return self._loaded().snapshot
 
     @property
     def callers(self) -> Mapping[str, Caller]:
@@ -118,7 +124,7 @@ class LivePolicy:
         with self._compiling:
             with self._engine.connect() as connection:
                 revision = read_revision(connection)
-            if self._state is not None and self._state.policy.revision == revision:
+            if self._state is not None and self._state.snapshot.policy.revision == revision:
                 return
             started = time.perf_counter()
             try:
@@ -134,12 +140,12 @@ class LivePolicy:
                 raise
             self._state = state  # one assignment: decisions in flight keep the old policy
             POLICY_RELOAD_SECONDS.observe(time.perf_counter() - started)
-            POLICY_REVISION.set(state.policy.revision)
+            POLICY_REVISION.set(state.snapshot.policy.revision)
         log.info(
             "policy loaded",
-            policy_revision=state.policy.revision,
-            agreements=len(state.policy.agreements),
-            persons_in_register=len(state.policy.register),
+            policy_revision=state.snapshot.policy.revision,
+            agreements=len(state.snapshot.policy.agreements),
+            persons_in_register=len(state.snapshot.policy.register),
         )
 
     def _take_callers(self) -> None:
@@ -152,7 +158,7 @@ class LivePolicy:
         except Exception as exc:  # the database is unreachable: the reload's error says so
             log.error("API clients not reloaded", error=str(exc).splitlines()[0])
             return
-        self._state = LiveState(self._state.policy, callers)
+        self._state = LiveState(self._state.snapshot, callers)
 
     async def follow(self, interval: float) -> None:
         """Refresh every `interval` seconds until cancelled."""

@@ -7,12 +7,18 @@ from typing import Any
 
 import pytest
 
-from app.decision.engine import PersonFacts, Question, evaluate
+from app.decision.engine import PersonFacts, Question
 from app.decision.policy_tests import register_of
 from app.policy.agreements import parse_agreement
 from app.policy.compiler import compile_policy
 from tests.conftest import SCENARIO, load_yaml
-from tests.scenario import MODEL_TEXT, scenario_agreements, scenario_policy, scenario_vocabulary
+from tests.scenario import (
+    MODEL_TEXT,
+    evaluate_on,
+    scenario_agreements,
+    scenario_policy,
+    scenario_vocabulary,
+)
 
 RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -35,7 +41,7 @@ def _question(request: dict[str, Any], field: str | None = None) -> tuple[Questi
 @pytest.mark.parametrize("case", DECIDABLE, ids=[c["name"] for c in DECIDABLE])
 def test_scenario_case_on_the_engine(case: dict[str, Any]) -> None:
     policy = scenario_policy(RECORDED)
-    decision = evaluate(policy, *_question(case["request"]), NOW)
+    decision = evaluate_on(policy, *_question(case["request"]), NOW)
     expect = case["expect"]
     assert ("permit" if decision.permit else "deny") == expect["decision"]
     assert decision.reason == expect["reason"]
@@ -50,8 +56,8 @@ def test_a_register_entry_applies_only_from_when_it_was_recorded() -> None:
     sealed = next(c for c in DECIDABLE if c["name"] == "a sealed address is never shared")[
         "request"
     ]
-    assert evaluate(policy, *_question(sealed), NOW).permit
-    assert not evaluate(policy, *_question(sealed), NOW + timedelta(hours=2)).permit
+    assert evaluate_on(policy, *_question(sealed), NOW).permit
+    assert not evaluate_on(policy, *_question(sealed), NOW + timedelta(hours=2)).permit
 
 
 def test_a_lapsed_consent_stops_permitting_at_its_until() -> None:
@@ -64,9 +70,9 @@ def test_a_lapsed_consent_stops_permitting_at_its_until() -> None:
         "early-help",
     )
     facts = PersonFacts("P-301", 15)
-    assert evaluate(policy, question, facts, NOW).permit
+    assert evaluate_on(policy, question, facts, NOW).permit
     after = datetime(2099, 1, 1, tzinfo=UTC)
-    decision = evaluate(policy, question, facts, after)
+    decision = evaluate_on(policy, question, facts, after)
     assert not decision.permit
 
 
@@ -89,12 +95,12 @@ def test_validity_window_takes_effect_at_its_boundary_without_recompiling() -> N
     )
     facts = PersonFacts("P-1", 30)
     start = datetime.combine(date(2098, 1, 1), datetime.min.time(), tzinfo=UTC)
-    before = evaluate(policy, question, facts, start - timedelta(seconds=1))
+    before = evaluate_on(policy, question, facts, start - timedelta(seconds=1))
     assert (before.permit, before.reason) == (False, "agreement-not-in-force")
-    assert evaluate(policy, question, facts, start).permit
+    assert evaluate_on(policy, question, facts, start).permit
     end = datetime(2099, 1, 1, tzinfo=UTC)
-    assert evaluate(policy, question, facts, end - timedelta(seconds=1)).permit
-    assert not evaluate(policy, question, facts, end).permit
+    assert evaluate_on(policy, question, facts, end - timedelta(seconds=1)).permit
+    assert not evaluate_on(policy, question, facts, end).permit
 
 
 @pytest.mark.parametrize(("age", "permit"), [(17, True), (18, False), (0, True), (None, False)])
@@ -107,7 +113,7 @@ def test_age_bounds_are_inclusive_and_an_unknown_age_fails(age: int | None, perm
         "criminal.convictions",
         "safeguarding.children",
     )
-    assert evaluate(policy, question, PersonFacts("P-5", age), NOW).permit is permit
+    assert evaluate_on(policy, question, PersonFacts("P-5", age), NOW).permit is permit
 
 
 def test_obligations_reach_only_the_fields_they_name() -> None:
@@ -125,10 +131,12 @@ def test_obligations_reach_only_the_fields_they_name() -> None:
     )
     base = ("la.blackpool.childrens-services", "police.lancashire", "P-1")
     facts = PersonFacts("P-1", 10)
-    address = evaluate(
+    address = evaluate_on(
         policy, Question(*base, "contact.address", "safeguarding.children"), facts, NOW
     )
-    phone = evaluate(policy, Question(*base, "contact.phone", "safeguarding.children"), facts, NOW)
+    phone = evaluate_on(
+        policy, Question(*base, "contact.phone", "safeguarding.children"), facts, NOW
+    )
     assert [(o.field, o.mask) for o in address.obligations] == [
         ("contact.address", "postcode-district")
     ]
@@ -159,8 +167,8 @@ def test_a_restricted_leaf_decides_a_category_over_an_earlier_uncovered_one() ->
         "subject": {"id": "P-500", "attributes": {"age": 34}},
         "field": "health",
     }
-    decision = evaluate(policy, *_question(request), NOW)
-    assert not evaluate(policy, *_question(request, field="health.physical"), NOW).permit
+    decision = evaluate_on(policy, *_question(request), NOW)
+    assert not evaluate_on(policy, *_question(request, field="health.physical"), NOW).permit
     assert (decision.permit, decision.reason) == (False, "person-restriction")
     assert decision.restriction_id == "r-seal-mental"
     assert decision.field == "health"
@@ -175,11 +183,11 @@ def test_a_category_is_denied_with_the_first_leaf_no_grant_covers() -> None:
         "subject": {"id": "P-202", "attributes": {"age": 80}},
         "field": "identity",
     }
-    decision = evaluate(policy, *_question(request), NOW)
+    decision = evaluate_on(policy, *_question(request), NOW)
     first_uncovered = next(
         leaf
         for leaf in policy.vocabulary.fields.leaves_below["identity"]
-        if not evaluate(policy, *_question(request, field=leaf), NOW).permit
+        if not evaluate_on(policy, *_question(request, field=leaf), NOW).permit
     )
     assert (decision.permit, decision.reason) == (False, "field-not-covered")
     assert decision.message.startswith(f"{first_uncovered}: ")
@@ -194,7 +202,7 @@ def test_a_category_that_needs_break_glass_for_one_leaf_is_a_break_glass_permit(
         "field": "identity",
         "context": {"emergency": True},
     }
-    decision = evaluate(policy, *_question(request), NOW)
+    decision = evaluate_on(policy, *_question(request), NOW)
     assert (decision.permit, decision.reason, decision.break_glass) == (True, "break-glass", True)
     assert decision.agreement_id == "isa-adult-safeguarding"
     assert decision.overridden_objection_id is None
@@ -208,7 +216,7 @@ def test_break_glass_over_an_objection_on_a_category_names_the_objection() -> No
         "field": "health",
         "context": {"emergency": True},
     }
-    decision = evaluate(policy, *_question(request), NOW)
+    decision = evaluate_on(policy, *_question(request), NOW)
     assert (decision.permit, decision.break_glass) == (True, True)
     assert decision.overridden_objection_id == "r-objection-health"
     assert decision.restriction_id is None

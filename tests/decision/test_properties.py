@@ -14,12 +14,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.decision.engine import PersonFacts, Question, evaluate
+from app.decision.engine import PersonFacts, Question
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import compile_policy
 from app.policy.register import PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
-from tests.scenario import MODEL_TEXT, scenario_vocabulary
+from tests.scenario import MODEL_TEXT, evaluate_on, scenario_vocabulary
 
 VOCABULARY = scenario_vocabulary()
 AGENCY_NAMES = sorted([*VOCABULARY.agencies, *VOCABULARY.groups])
@@ -107,7 +107,7 @@ def _decide(
         register=register,
         model_text=MODEL_TEXT,
     )
-    return evaluate(policy, asked[0], asked[1], NOW).permit
+    return evaluate_on(policy, asked[0], asked[1], NOW).permit
 
 
 def _covers(vocabulary: Vocabulary, names: tuple[str, ...], asked: str, tree: str) -> bool:
@@ -131,7 +131,7 @@ def test_a_permit_rests_on_an_agreement_in_force_that_covers_the_request(
         model_text=MODEL_TEXT,
     )
     question, facts = asked
-    decision = evaluate(policy, question, facts, NOW)
+    decision = evaluate_on(policy, question, facts, NOW)
     if not decision.permit:
         return
     agreement = next(a for a in partnership if a.id == decision.agreement_id)

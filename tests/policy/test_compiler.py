@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from app.decision.engine import PersonFacts, Question, evaluate
 from app.policy.compiler import Stage
 from app.policy.vocabulary import VocabularyError, parse_vocabulary
+from app.runtime.snapshot import PolicySnapshot
 from tests.scenario import scenario_policy
 
 RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -89,17 +90,24 @@ def test_vocabulary_refuses_an_orphan_and_an_unknown_class() -> None:
 
 def test_a_replaced_policy_is_freed_without_the_cyclic_collector() -> None:
     """Replicas freeze each new policy out of garbage collection (collector_paused): a
-    policy must hold no reference cycle, or every replaced one would stay in memory."""
-    policy = scenario_policy(RECORDED)
-    for field in policy.vocabulary.fields.names:  # fill the memo and the enforcer's state
+    policy snapshot must hold no reference cycle, or every replaced one would stay in memory."""
+    snapshot = PolicySnapshot.of(scenario_policy(RECORDED))
+    for field in snapshot.policy.vocabulary.fields.names:  # fill the memo and the enforcer
         question = Question(
             "la.blackpool.childrens-services", "police.lancashire", "P-201", field, "safeguarding"
         )
-        evaluate(policy, question, PersonFacts("P-201", 12), datetime.now(UTC))
-    freed = [weakref.ref(policy), weakref.ref(policy.enforcer)]
+        evaluate(
+            snapshot.policy,
+            question,
+            PersonFacts("P-201", 12),
+            datetime.now(UTC),
+            enforcer=snapshot.enforcer,
+            memo=snapshot.memo,
+        )
+    freed = [weakref.ref(part) for part in (snapshot.policy, snapshot.enforcer, snapshot.memo)]
     gc.disable()
     try:
-        del policy
-        assert [ref() for ref in freed] == [None, None]
+        del snapshot
+        assert [ref() for ref in freed] == [None, None, None]
     finally:
         gc.enable()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.policy.enforcer import CandidateEnforcer
+from app.runtime.enforcer import CandidateEnforcer
 from tests.conftest import REPO
 
 MODEL = (REPO / "policies" / "model.conf").read_text()

@@ -1,55 +1,24 @@
 """Casbin as the evaluator: enforce one request over its candidate lines.
 
-pycasbin scans every line of a policy on each call, so Accord keeps one
-enforcer per compiled policy and hands it only the candidate lines that the
+pycasbin scans every line of a policy on each call, so a replica keeps one
+enforcer per policy revision and hands it only the candidate lines that the
 compiler's index picked for the request. Swapping the line list mutates the
-enforcer, and pycasbin is not thread-safe (CPython issue 106905), hence the lock.
+enforcer, and pycasbin is not thread-safe (CPython issue 106905), hence the
+lock: this is the mutable part of evaluation, so it lives in the runtime and
+the pure engine is handed it.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import casbin
 import casbin.util.util as casbin_util
 from casbin.persist.adapter import Adapter
 
-
-class PolicyLine(NamedTuple):
-    """One Casbin policy line, in model.conf's policy_definition order."""
-
-    stage: str  # "1" sealed .. "5" break-glass: the first matching line decides
-    requester: str  # an agency id, or "*"
-    holder: str
-    person: str
-    field: str
-    purpose: str
-    min_age: str  # zero-padded ("018"), or "" for no bound
-    max_age: str
-    emergency: str  # "yes", or "*" for any request
-    valid_from: str  # ISO-8601 UTC, inclusive
-    valid_until: str  # exclusive
-    source: str  # the key of the LineSource it was compiled from
-    eft: str  # "allow" | "deny"
-
-
-POLICY_TOKENS = PolicyLine._fields
-
-
-@dataclass(frozen=True)
-class CasbinRequest:
-    requester: str
-    holder: str
-    person: str
-    field: str
-    purpose: str
-    age: str
-    emergency: str
-    now: str
-
+from app.policy.lines import POLICY_TOKENS, CasbinRequest, PolicyLine
 
 # pycasbin searches the matcher text for its `eval` function with a regex on every
 # enforce: about 11 µs for Accord's matcher, half of a decision not yet memoised.
