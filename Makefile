@@ -7,16 +7,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-system-packages lint openapi bench audit constraints clean
 
-$(STAMP): pyproject.toml constraints.txt
+# The partner client (clients/python, distribution accord-client) too: tests/test_client.py uses it.
+$(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ./clients/python
 	touch $(STAMP)
 
 # Re-resolve the ranges in pyproject.toml to their newest versions and freeze them.
 constraints:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
-	$(VENV)-lock/bin/pip install --quiet -e ".[dev]"
+	$(VENV)-lock/bin/pip install --quiet -e ".[dev]" -e ./clients/python
 	{ sed -n '1,2p' constraints.txt; $(VENV)-lock/bin/pip freeze --exclude-editable; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf $(VENV)-lock
 
@@ -48,16 +50,16 @@ test-system-packages:
 	fi
 
 test: $(STAMP) test-system-packages
-	$(BIN)/ruff check app tests migrations bench
-	$(BIN)/ruff format --check app tests migrations bench
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests migrations bench clients
+	$(BIN)/ruff format --check app tests migrations bench clients
+	$(BIN)/mypy app clients/python/accord_client
 	$(BIN)/lint-imports
 	$(ACCORD) policy test policies/tests
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests migrations bench
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests migrations bench clients
+	$(BIN)/mypy app clients/python/accord_client
 	$(BIN)/lint-imports
 
 # The performance benchmarks in one recorded run (a few minutes; not part of `make test`).

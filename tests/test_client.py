@@ -1,4 +1,5 @@
-"""The partner client (`app/client.py`) against a real `accord serve`, on both backends.
+"""The partner client (`accord_client`, in `clients/python/`) against a real `accord serve`, on
+both backends.
 
 Answers are compared with the raw API's; retries are counted at real servers on
 loopback: one that answers every request with an error status, one that hangs
@@ -24,14 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import accord_client
 import orjson
 import pytest
-from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from app import client as accord_client
-from app.client import (
+from accord_client import (
     AccordClient,
     AccordError,
     AccordUnreachable,
@@ -43,6 +40,10 @@ from app.client import (
     Unauthenticated,
     Unavailable,
 )
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from app.decision import router as decision_router
 from app.decision import schemas
 from app.store.tables import AuditDecision
@@ -208,14 +209,14 @@ def test_the_client_mirrors_the_served_schemas() -> None:
 
 
 def test_the_client_imports_nothing_of_the_server(tmp_path: Path) -> None:
-    """Partners can vendor the one file: loaded on its own, it pulls in no server module."""
+    """The `accord-client` distribution stands alone: imported from `clients/python/`, it
+    pulls in no server module."""
+    package = REPO / "clients" / "python"
     probe = (
-        "import importlib.util, sys\n"
-        f"path = {str(REPO / 'app' / 'client.py')!r}\n"
-        "spec = importlib.util.spec_from_file_location('accord_client', path)\n"
-        "module = importlib.util.module_from_spec(spec)\n"
-        "sys.modules['accord_client'] = module\n"
-        "spec.loader.exec_module(module)\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(package)!r})\n"
+        "import accord_client\n"
+        f"assert accord_client.__file__.startswith({str(package)!r}), accord_client.__file__\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('app', 'fastapi', 'starlette', 'sqlalchemy', 'casbin', 'structlog', 'uvicorn')))\n"
     )

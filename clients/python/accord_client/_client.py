@@ -1,7 +1,9 @@
 """A typed Python client for Accord's decision API, for partner systems.
 
-This module depends on httpx, pydantic and the standard library only, never on
-the rest of `app`, so a partner can copy this one file into their system.
+The `accord-client` distribution (`clients/python/`): it depends on httpx,
+pydantic and the standard library only, never on the Accord service itself.
+Import it as `accord_client`; this module is private, its public names are
+re-exported by the package.
 
     with AccordClient("https://accord.example", api_key=key) as accord:
         shown = accord.allowed_fields(
