@@ -16,6 +16,7 @@ from app.decision.schemas import (
     DecisionOut,
     DecisionRequest,
 )
+from app.policy.document import ReceivedDocument
 from app.web.auth import Decider, Overseer
 from app.web.deps import Decisions, RequestId
 from app.web.problems import Problem
@@ -33,7 +34,7 @@ class SimulationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: BatchDecisionRequest = Field(description="As for /v1/decisions/batch")
-    agreement: dict[str, Any] | None = Field(
+    agreement: ReceivedDocument | None = Field(
         default=None,
         description="A draft agreement to evaluate as if it were in force, in place of any "
         "live agreement with its id; omitted: the live policy alone",

@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictInt,
     StringConstraints,
@@ -130,3 +131,17 @@ class AgreementDocument(_Part):
 def agreement_json_schema() -> dict[str, Any]:
     """The document's JSON Schema for editors: `$schema` first, then the model's schema."""
     return {"$schema": JSON_SCHEMA_DIALECT, **AgreementDocument.model_json_schema()}
+
+
+def _a_mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("an agreement must be a mapping (a JSON object)")
+    return value
+
+
+# A document received as it is, for `parse_agreement` to check and name each bad place
+# (so the API's 422 names them exactly as the files' validation does), while the
+# OpenAPI document describes it as an AgreementDocument.
+ReceivedDocument = Annotated[
+    dict[str, Any], PlainValidator(_a_mapping, json_schema_input_type=AgreementDocument)
+]
