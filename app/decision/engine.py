@@ -11,17 +11,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from app.decision.reasons import ReasonCode
 from app.policy.agreements import Agreement, Obligation
 from app.policy.compiler import CompiledPolicy, Stage
 from app.policy.enforcer import CasbinRequest
 
 DENY_STAGES = (
-    "no-agreement",
-    "agreement-not-in-force",
-    "purpose-not-covered",
-    "field-not-covered",
-    "subject-condition-not-met",
-    "consent-required",
+    ReasonCode.NO_AGREEMENT,
+    ReasonCode.AGREEMENT_NOT_IN_FORCE,
+    ReasonCode.PURPOSE_NOT_COVERED,
+    ReasonCode.FIELD_NOT_COVERED,
+    ReasonCode.SUBJECT_CONDITION_NOT_MET,
+    ReasonCode.CONSENT_REQUIRED,
 )
 
 
@@ -48,7 +49,7 @@ class PersonFacts:
 class Decision:
     field: str
     permit: bool
-    reason: str
+    reason: ReasonCode
     message: str
     agreement_id: str | None = None
     agreement_version: int | None = None
@@ -169,7 +170,7 @@ def _decide(
         return Decision(
             field=question.field,
             permit=False,
-            reason="person-restriction",
+            reason=ReasonCode.PERSON_RESTRICTION,
             message=f"the person's {kind} restriction {source.restriction_id} covers this request",
             restriction_id=source.restriction_id,
         )
@@ -178,7 +179,7 @@ def _decide(
     return Decision(
         field=question.field,
         permit=True,
-        reason="break-glass" if break_glass else "agreement",
+        reason=ReasonCode.BREAK_GLASS if break_glass else ReasonCode.AGREEMENT,
         message=(
             f"emergency access under the break-glass block of {agreement}, flagged for review"
             + (
@@ -213,7 +214,7 @@ def _explain_deny(
             furthest, behind = reached, agreement
     reason = DENY_STAGES[furthest]
     if reason == "subject-condition-not-met" and facts.info_unavailable:
-        reason = "person-info-unavailable"
+        reason = ReasonCode.PERSON_INFO_UNAVAILABLE
     return Decision(
         field=question.field,
         permit=False,

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.decision import service
+from app.decision.reasons import ReasonCode
 from app.decision.schemas import (
     BatchDecisionOut,
     BatchDecisionRequest,
@@ -61,7 +62,7 @@ def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dic
     if decision.overridden_objection_id:
         reasons.append(
             {
-                "code": "objection-overridden",
+                "code": ReasonCode.OBJECTION_OVERRIDDEN,
                 "message": f"the person's objection {decision.overridden_objection_id} "
                 "is overridden by this emergency access",
                 "agreement_id": None,
