@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict
 
 from app.agreements import service
+from app.policy.document import ReceivedDocument
 from app.types import LongText, VocabularyName
 from app.web.auth import Manager, Overseer
 from app.web.deps import DbSession, Live
@@ -32,7 +33,7 @@ DOCUMENT_EXAMPLE = {
     "grants": [{"purposes": ["safeguarding.children"], "fields": ["identity.name"]}],
 }
 Document = Annotated[
-    dict[str, Any],
+    ReceivedDocument,
     Body(description="An agreement in the format of DESIGN.md", examples=[DOCUMENT_EXAMPLE]),
 ]
 
@@ -53,7 +54,7 @@ class AgreementVersionOut(BaseModel):
 class RevisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    document: dict[str, Any]
+    document: ReceivedDocument
     reason: LongText | None = None
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from app.audit import queries, reviews
 from app.audit.integrity import verify_chain
 from app.audit.record import AuditRecord
+from app.decision.reasons import ReasonCode
 from app.policy.vocabulary import Tree, Vocabulary
 from app.store.tables import AuditDecision
 from app.types import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
@@ -45,6 +46,7 @@ class AuditDecisionOut(_NamesOverriddenObjection, AuditRecord):
 
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
+    reason: ReasonCode  # every recorded reason is one of the engine's codes
     seq: int
     prev_hash: str
     row_hash: str
@@ -76,7 +78,7 @@ class AuditFilterParams(BaseModel):
         default=None, description="A purpose and every purpose under it"
     )
     decision: Literal["permit", "deny"] | None = None
-    reason: VocabularyName | None = None
+    reason: ReasonCode | None = None
     agreement: VocabularyName | None = None
     break_glass: bool | None = None
     decided_from: UtcDatetime | None = Field(default=None, alias="from")
@@ -186,7 +188,7 @@ class DisclosureOut(_NamesOverriddenObjection):
     holder: str
     field: str
     decision: Literal["permit", "deny"]
-    reason: str
+    reason: ReasonCode
     restriction_id: str | None
     break_glass: bool
     user_ref: str | None

@@ -1,8 +1,10 @@
-"""`accord agreements`: validate agreement files and import them as new versions."""
+"""`accord agreements`: validate agreement files, import them as new versions, print
+the JSON Schema of their format for editors."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from app.agreements.service import ImportRefused, import_agreements
 from app.cli.common import database
 from app.config import get_settings
 from app.policy.agreements import AgreementInvalid, parse_agreement
+from app.policy.document import agreement_json_schema
 from app.policy.files import agreement_documents, load_vocabulary
 
 
@@ -27,6 +30,15 @@ def register(commands: Any) -> None:
     imports.add_argument("path", help="a YAML file or a folder of them")
     imports.add_argument("--actor", default="cli", help="who is importing (recorded)")
     imports.set_defaults(run=_import)
+    schema = agreements.add_parser(
+        "schema", help="print the JSON Schema of an agreement file, for editors"
+    )
+    schema.set_defaults(run=_schema)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(agreement_json_schema(), indent=2))
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:

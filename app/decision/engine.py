@@ -12,17 +12,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from app.decision.reasons import ReasonCode
 from app.policy.agreements import Agreement, Obligation
 from app.policy.compiler import CompiledPolicy, Stage
 from app.policy.lines import CasbinRequest, PolicyLine
 
 DENY_STAGES = (
-    "no-agreement",
-    "agreement-not-in-force",
-    "purpose-not-covered",
-    "field-not-covered",
-    "subject-condition-not-met",
-    "consent-required",
+    ReasonCode.NO_AGREEMENT,
+    ReasonCode.AGREEMENT_NOT_IN_FORCE,
+    ReasonCode.PURPOSE_NOT_COVERED,
+    ReasonCode.FIELD_NOT_COVERED,
+    ReasonCode.SUBJECT_CONDITION_NOT_MET,
+    ReasonCode.CONSENT_REQUIRED,
 )
 
 
@@ -49,7 +50,7 @@ class PersonFacts:
 class Decision:
     field: str
     permit: bool
-    reason: str
+    reason: ReasonCode
     message: str
     agreement_id: str | None = None
     agreement_version: int | None = None
@@ -216,7 +217,7 @@ def _decide(
         return Decision(
             field=question.field,
             permit=False,
-            reason="person-restriction",
+            reason=ReasonCode.PERSON_RESTRICTION,
             message=f"the person's {kind} restriction {source.restriction_id} covers this request",
             restriction_id=source.restriction_id,
         )
@@ -225,7 +226,7 @@ def _decide(
     return Decision(
         field=question.field,
         permit=True,
-        reason="break-glass" if break_glass else "agreement",
+        reason=ReasonCode.BREAK_GLASS if break_glass else ReasonCode.AGREEMENT,
         message=(
             f"emergency access under the break-glass block of {agreement}, flagged for review"
             + (
@@ -260,7 +261,7 @@ def _explain_deny(
             furthest, behind = reached, agreement
     reason = DENY_STAGES[furthest]
     if reason == "subject-condition-not-met" and facts.info_unavailable:
-        reason = "person-info-unavailable"
+        reason = ReasonCode.PERSON_INFO_UNAVAILABLE
     return Decision(
         field=question.field,
         permit=False,

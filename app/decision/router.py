@@ -10,12 +10,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.decision import service
+from app.decision.reasons import ReasonCode
 from app.decision.schemas import (
     BatchDecisionOut,
     BatchDecisionRequest,
     DecisionOut,
     DecisionRequest,
 )
+from app.policy.document import ReceivedDocument
 from app.web.auth import Decider, Overseer
 from app.web.deps import Decisions, RequestId
 from app.web.problems import Problem
@@ -33,7 +35,7 @@ class SimulationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: BatchDecisionRequest = Field(description="As for /v1/decisions/batch")
-    agreement: dict[str, Any] | None = Field(
+    agreement: ReceivedDocument | None = Field(
         default=None,
         description="A draft agreement to evaluate as if it were in force, in place of any "
         "live agreement with its id; omitted: the live policy alone",
@@ -60,7 +62,7 @@ def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dic
     if decision.overridden_objection_id:
         reasons.append(
             {
-                "code": "objection-overridden",
+                "code": ReasonCode.OBJECTION_OVERRIDDEN,
                 "message": f"the person's objection {decision.overridden_objection_id} "
                 "is overridden by this emergency access",
                 "agreement_id": None,

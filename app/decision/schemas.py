@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.decision.reasons import ReasonCode
 from app.types import MAX_BATCH_FIELDS, LongText, PersonId, ShortText, VocabularyName
 
 
@@ -76,7 +77,7 @@ class BatchDecisionRequest(Strict):
 
 
 class Reason(BaseModel):
-    code: str = Field(
+    code: ReasonCode = Field(
         description="Stable reason code, e.g. agreement, field-not-covered; a break-glass "
         "permit over an objection has a second reason, objection-overridden"
     )

@@ -1,25 +1,40 @@
-"""Information sharing agreements: the document model and its validation.
+"""Information sharing agreements: what the compiler reads, and the validation that makes it.
 
 One loader for every source: YAML files, `accord agreements import` and the
 API all call `parse_agreement`, which refuses a document with every problem
 named by its place (`grants[0].fields[1]: unknown field 'health.dental'`).
+The document's shape is the pydantic model `AgreementDocument`
+(app/policy/document.py); its errors are turned into the same named places,
+then the vocabulary and the rules across fields are checked here.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from app.errors import Unprocessable
+from app.policy.document import (
+    MAX_NAMES,
+    MAX_TEXT,
+    STATUSES,
+    AgreementDocument,
+    AgreementStatus,
+    BreakGlassDocument,
+    Day,
+    GrantDocument,
+    LawfulBasis,
+    ObligationDocument,
+    SubjectConditions,
+)
 from app.policy.vocabulary import Vocabulary
 
-AgreementStatus = Literal["draft", "active", "suspended", "revoked"]
-STATUSES: tuple[AgreementStatus, ...] = ("draft", "active", "suspended", "revoked")
-SLUG = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}$")
-MAX_NAMES = 500
+__all__ = ["STATUSES", "Agreement", "AgreementInvalid", "AgreementStatus", "parse_agreement"]
 
 
 @dataclass(frozen=True)
@@ -101,200 +116,263 @@ class AgreementInvalid(Unprocessable):
         return [(p.location or "document", p.message) for p in self.problems]
 
 
-class _Reader:
-    """Collects problems while reading one document, so all are reported at once."""
+# -- The shape: pydantic's errors as named places --------------------------------
 
-    def __init__(self, vocabulary: Vocabulary) -> None:
+TEXT = f"must be a non-empty string of at most {MAX_TEXT} characters"
+NAME_LISTS = {
+    "providers": "agencies",
+    "recipients": "agencies",
+    "purposes": "purposes",
+    "fields": "fields",
+}
+SINGULAR = {"agencies": "agency or group", "purposes": "purpose", "fields": "field"}
+ONE = {"agencies": "an agency or group", "purposes": "a purpose", "fields": "a field"}
+NAME_FORM = "a name is lower-case letters, digits, '.', '_' and '-'"
+OWNERS: dict[str | None, tuple[str, type[Any]]] = {
+    None: ("an agreement", AgreementDocument),
+    "grants": ("a grant", GrantDocument),
+    "subject": ("a subject condition", SubjectConditions),
+    "obligations": ("an obligation", ObligationDocument),
+    "lawful_basis": ("lawful_basis", LawfulBasis),
+    "break_glass": ("break_glass", BreakGlassDocument),
+}
+PART_MESSAGES = {  # a place that is not a mapping or list of the kind it must be
+    "grants": "must be a non-empty list",
+    "subject": "must be a mapping of min_age and max_age",
+    "min_age": "must be a whole number of years from 0 to 150",
+    "max_age": "must be a whole number of years from 0 to 150",
+    "requires_consent": "must be true or false",
+    "obligations": "must be a list of mappings, each naming a field and a mask",
+    "break_glass": "must be a mapping of purposes and fields",
+    "lawful_basis": "must be a mapping naming article6 (and article9, article10 where needed)",
+    "status": f"must be one of {', '.join(STATUSES)}",
+    "legislation": "must be a list of texts",
+}
+ITEM_MESSAGES = {"grants": "must be a mapping", "obligations": "must name a field and a mask"}
+DATES = ("valid_from", "valid_until", "review_by")
+_DAY: TypeAdapter[date] = TypeAdapter(Day)
+
+
+def _place(loc: Sequence[int | str]) -> str:
+    """`grants[0].fields[1]`: a pydantic location as the document's own path."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _key(loc: Sequence[int | str]) -> str | None:
+    """The name of the last key in a location: `grants` for `grants[0]`."""
+    return next((part for part in reversed(loc) if isinstance(part, str)), None)
+
+
+def _shape_message(error: ErrorDetails) -> str:
+    loc, kind, value = error["loc"], error["type"], error.get("input")
+    item = bool(loc) and isinstance(loc[-1], int)
+    key = _key(loc)
+    if kind == "extra_forbidden":
+        owner, model = OWNERS.get(_key(loc[:-1]), OWNERS[None])
+        known = ", ".join(model.model_fields)
+        if model is SubjectConditions:
+            return f"is not a subject condition (known: {known})"
+        return f"is not a field of {owner} (known: {known})"
+    if kind == "missing" or (value is None and not item):
+        return "is required"
+    if key in NAME_LISTS:
+        names = NAME_LISTS[key]
+        if item and not isinstance(value, str):
+            return f"must be the name of {ONE[names]}, got {_shown(value)}"
+        if item:
+            return f"unknown {SINGULAR[names]} {_shown(value)}: {NAME_FORM}"
+        if kind == "too_long":
+            return f"lists more than {MAX_NAMES} {names}"
+        return f"must be a non-empty list of {names}"
+    if key == "field" and not isinstance(value, str):
+        return f"must be the name of a field, got {_shown(value)}"
+    if key == "field":
+        return f"unknown field {_shown(value)}: {NAME_FORM}"
+    if key == "id":
+        if kind == "string_type":
+            return TEXT
+        return "must be a slug: lower-case letters, digits, '.' and '-'"
+    if key in DATES:
+        return f"must be a date (YYYY-MM-DD), got {_shown(value)}"
+    if key in ("title", "mask", "article6", "article9", "article10") or (
+        key == "legislation" and item
+    ):
+        return TEXT
+    if kind == "too_long" and key in ("grants", "obligations", "legislation"):
+        return f"lists more than {MAX_NAMES} {key}"
+    if item and key in ITEM_MESSAGES:
+        return ITEM_MESSAGES[key]
+    if key in PART_MESSAGES:
+        return PART_MESSAGES[key]
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _shape_problems(error: ValidationError) -> list[Problem]:
+    problems: dict[str, Problem] = {}
+    for detail in error.errors(include_url=False):
+        place = _place(detail["loc"])
+        problems.setdefault(place, Problem(place, _shape_message(detail)))  # one per place
+    return list(problems.values())
+
+
+# -- The meaning: names in the vocabulary, rules across fields ------------------
+
+
+class _Meaning:
+    """Checks the names and rules of a document, skipping places whose shape was refused,
+    so a document with a bad key still has every unknown name reported."""
+
+    def __init__(self, vocabulary: Vocabulary, refused: set[str]) -> None:
         self.vocabulary = vocabulary
+        self.refused = refused
         self.problems: list[Problem] = []
 
-    def fail(self, location: str, message: str) -> None:
-        self.problems.append(Problem(location, message))
-
-    def text(self, doc: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
-        value = doc.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "is required")
-            return None
-        if not isinstance(value, str) or not value.strip() or len(value) > 500:
-            self.fail(key, "must be a non-empty string of at most 500 characters")
-            return None
-        return value
-
-    def day(self, doc: Mapping[str, Any], key: str, *, required: bool = True) -> date | None:
-        value = doc.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "is required")
-            return None
-        if isinstance(value, date):
-            return value
-        if isinstance(value, str):
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                pass
-        self.fail(key, f"must be a date (YYYY-MM-DD), got {value!r}")
-        return None
-
-    def names(self, value: Any, location: str, kind: str) -> tuple[str, ...]:
-        if not isinstance(value, list) or not value:
-            self.fail(location, f"must be a non-empty list of {kind}")
-            return ()
-        if len(value) > MAX_NAMES:
-            self.fail(location, f"lists more than {MAX_NAMES} {kind}")
-            return ()
-        known = {
+    def names(self, value: Any, location: str, kind: str) -> list[str]:
+        """The names of a list that the vocabulary knows; each other one is a problem."""
+        if not isinstance(value, list) or location in self.refused:
+            return []
+        known: Callable[[str], bool] = {
             "agencies": self.vocabulary.is_agency_or_group,
             "purposes": self.vocabulary.purposes.__contains__,
             "fields": self.vocabulary.fields.__contains__,
         }[kind]
         good: list[str] = []
         for index, name in enumerate(value):
-            if not isinstance(name, str) or not known(name):
-                singular = {"agencies": "agency or group", "purposes": "purpose"}.get(kind, "field")
-                self.fail(f"{location}[{index}]", f"unknown {singular} '{name}'")
-            else:
+            where = f"{location}[{index}]"
+            if not isinstance(name, str) or where in self.refused:
+                continue
+            if known(name):
                 good.append(name)
-        return tuple(good)
+            else:
+                self.problems.append(Problem(where, f"unknown {SINGULAR[kind]} '{name}'"))
+        return good
 
-    def age(self, subject: Mapping[str, Any], key: str, location: str) -> int | None:
-        value = subject.get(key)
-        if value is None:
+    def day(self, document: Mapping[str, Any], key: str) -> date | None:
+        if key in self.refused or document.get(key) is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 150:
-            self.fail(f"{location}.{key}", "must be a whole number of years from 0 to 150")
+        try:
+            return _DAY.validate_python(document[key])
+        except ValidationError:
             return None
-        return value
+
+    def check(self, document: Mapping[str, Any]) -> None:
+        valid_from, valid_until = (
+            self.day(document, "valid_from"),
+            self.day(document, "valid_until"),
+        )
+        if valid_from and valid_until and valid_until <= valid_from:
+            self.problems.append(
+                Problem("valid_until", f"{valid_until} is not after valid_from {valid_from}")
+            )
+        self.names(document.get("providers"), "providers", "agencies")
+        self.names(document.get("recipients"), "recipients", "agencies")
+        shared_fields: list[tuple[str, list[str]]] = []
+        grants = document.get("grants")
+        for index, grant in enumerate(grants if isinstance(grants, list) else []):
+            where = f"grants[{index}]"
+            if not isinstance(grant, Mapping):
+                continue
+            fields = self.names(grant.get("fields"), f"{where}.fields", "fields")
+            shared_fields.append((f"{where}.fields", fields))
+            self.names(grant.get("purposes"), f"{where}.purposes", "purposes")
+            obligations = grant.get("obligations")
+            for o_index, obligation in enumerate(
+                obligations if isinstance(obligations, list) else []
+            ):
+                field = obligation.get("field") if isinstance(obligation, Mapping) else None
+                o_where = f"{where}.obligations[{o_index}].field"
+                known = not isinstance(field, str) or field in self.vocabulary.fields
+                if not known and o_where not in self.refused:
+                    self.problems.append(Problem(o_where, f"unknown field '{field}'"))
+        break_glass = document.get("break_glass")
+        if isinstance(break_glass, Mapping):
+            fields = self.names(break_glass.get("fields"), "break_glass.fields", "fields")
+            shared_fields.append(("break_glass.fields", fields))
+            self.names(break_glass.get("purposes"), "break_glass.purposes", "purposes")
+        basis = document.get("lawful_basis")
+        self.lawful_basis(basis if isinstance(basis, Mapping) else {}, shared_fields)
+
+    def lawful_basis(
+        self, basis: Mapping[str, Any], shared_fields: list[tuple[str, list[str]]]
+    ) -> None:
+        """Special-category fields need article9, criminal-offence fields article10."""
+        for location, names in shared_fields:
+            for name in names:
+                classes = self.vocabulary.classes_within(name)
+                if "special-category" in classes and not basis.get("article9"):
+                    self.problems.append(
+                        Problem(
+                            location,
+                            f"'{name}' holds special-category data: "
+                            "lawful_basis.article9 is required",
+                        )
+                    )
+                if "criminal-offence" in classes and not basis.get("article10"):
+                    self.problems.append(
+                        Problem(
+                            location,
+                            f"'{name}' holds criminal-offence data: "
+                            "lawful_basis.article10 is required",
+                        )
+                    )
+
+
+def _grant(grant: GrantDocument) -> Grant:
+    subject = grant.subject or SubjectConditions()
+    return Grant(
+        purposes=tuple(grant.purposes),
+        fields=tuple(grant.fields),
+        subject=SubjectCondition(min_age=subject.min_age, max_age=subject.max_age),
+        requires_consent=grant.requires_consent,
+        obligations=tuple(Obligation(o.field, o.mask) for o in grant.obligations or ()),
+    )
 
 
 def parse_agreement(
     document: Any, vocabulary: Vocabulary, *, version: int = 1, source: str = "agreement"
 ) -> Agreement:
-    """Validate an agreement document against the vocabulary; raise AgreementInvalid."""
+    """Validate an agreement document against the vocabulary; raise AgreementInvalid.
+
+    The shape first (`AgreementDocument`), then the names and the rules across
+    fields, so every problem of the document is reported at once."""
     if not isinstance(document, Mapping):
         raise AgreementInvalid(source, [Problem("", "an agreement must be a mapping")])
-    read = _Reader(vocabulary)
-    known_keys = {
-        "id",
-        "title",
-        "status",
-        "valid_from",
-        "valid_until",
-        "review_by",
-        "providers",
-        "recipients",
-        "lawful_basis",
-        "grants",
-        "break_glass",
-    }
-    for key in document:
-        if key not in known_keys:
-            read.fail(str(key), "is not a field of an agreement")
-
-    agreement_id = read.text(document, "id")
-    if agreement_id is not None and not SLUG.match(agreement_id):
-        read.fail("id", "must be a slug: lower-case letters, digits, '.' and '-'")
-    title = read.text(document, "title")
-    status = document.get("status", "draft")
-    if status not in STATUSES:
-        read.fail("status", f"must be one of {', '.join(STATUSES)}")
-    valid_from = read.day(document, "valid_from")
-    valid_until = read.day(document, "valid_until")
-    if valid_from and valid_until and valid_until <= valid_from:
-        read.fail("valid_until", f"{valid_until} is not after valid_from {valid_from}")
-    review_by = read.day(document, "review_by", required=False)
-    providers = read.names(document.get("providers"), "providers", "agencies")
-    recipients = read.names(document.get("recipients"), "recipients", "agencies")
-
-    lawful_basis = document.get("lawful_basis")
-    if not isinstance(lawful_basis, Mapping) or not lawful_basis.get("article6"):
-        read.fail("lawful_basis.article6", "is required")
-        lawful_basis = lawful_basis if isinstance(lawful_basis, Mapping) else {}
-
-    grants: list[Grant] = []
-    raw_grants = document.get("grants")
-    if not isinstance(raw_grants, list) or not raw_grants:
-        read.fail("grants", "must be a non-empty list")
-        raw_grants = []
-    for index, raw in enumerate(raw_grants):
-        where = f"grants[{index}]"
-        if not isinstance(raw, Mapping):
-            read.fail(where, "must be a mapping")
-            continue
-        fields = read.names(raw.get("fields"), f"{where}.fields", "fields")
-        purposes = read.names(raw.get("purposes"), f"{where}.purposes", "purposes")
-        subject_doc = raw.get("subject") or {}
-        if not isinstance(subject_doc, Mapping):
-            read.fail(f"{where}.subject", "must be a mapping of min_age and max_age")
-            subject_doc = {}
-        for key in subject_doc:
-            if key not in ("min_age", "max_age"):
-                read.fail(f"{where}.subject.{key}", "is not a subject condition")
-        subject = SubjectCondition(
-            min_age=read.age(subject_doc, "min_age", f"{where}.subject"),
-            max_age=read.age(subject_doc, "max_age", f"{where}.subject"),
-        )
-        requires_consent = raw.get("requires_consent", False)
-        if not isinstance(requires_consent, bool):
-            read.fail(f"{where}.requires_consent", "must be true or false")
-            requires_consent = True
-        obligations: list[Obligation] = []
-        for o_index, raw_obligation in enumerate(raw.get("obligations") or []):
-            o_where = f"{where}.obligations[{o_index}]"
-            if not isinstance(raw_obligation, Mapping) or not isinstance(
-                raw_obligation.get("mask"), str
-            ):
-                read.fail(o_where, "must name a field and a mask")
-                continue
-            named = read.names([raw_obligation.get("field")], f"{o_where}.field", "fields")
-            if named:
-                obligations.append(Obligation(field=named[0], mask=raw_obligation["mask"]))
-        grants.append(Grant(purposes, fields, subject, requires_consent, tuple(obligations)))
-
-    break_glass: BreakGlass | None = None
-    raw_bg = document.get("break_glass")
-    if raw_bg is not None:
-        if not isinstance(raw_bg, Mapping):
-            read.fail("break_glass", "must be a mapping of purposes and fields")
-        else:
-            break_glass = BreakGlass(
-                purposes=read.names(raw_bg.get("purposes"), "break_glass.purposes", "purposes"),
-                fields=read.names(raw_bg.get("fields"), "break_glass.fields", "fields"),
-            )
-
-    shared_fields = [(f"grants[{i}].fields", g.fields) for i, g in enumerate(grants)]
-    if break_glass:
-        shared_fields.append(("break_glass.fields", break_glass.fields))
-    for location, names in shared_fields:
-        for name in names:
-            classes = vocabulary.classes_within(name)
-            if "special-category" in classes and not lawful_basis.get("article9"):
-                read.fail(
-                    location,
-                    f"'{name}' holds special-category data: lawful_basis.article9 is required",
-                )
-            if "criminal-offence" in classes and not lawful_basis.get("article10"):
-                read.fail(
-                    location,
-                    f"'{name}' holds criminal-offence data: lawful_basis.article10 is required",
-                )
-
-    if read.problems:
-        raise AgreementInvalid(source, read.problems)
-    assert agreement_id and title and valid_from and valid_until  # checked above
+    shaped: AgreementDocument | None = None
+    problems: list[Problem] = []
+    try:
+        shaped = AgreementDocument.model_validate(document)
+    except ValidationError as exc:
+        problems = _shape_problems(exc)
+    meaning = _Meaning(vocabulary, {problem.location for problem in problems})
+    meaning.check(document)
+    problems += meaning.problems
+    if problems:
+        raise AgreementInvalid(source, problems)
+    assert shaped is not None  # no problem means the shape held
+    break_glass = shaped.break_glass
     return Agreement(
-        id=agreement_id,
+        id=shaped.id,
         version=version,
-        title=title,
-        status=status,
-        valid_from=valid_from,
-        valid_until=valid_until,
-        review_by=review_by,
-        providers=providers,
-        recipients=recipients,
-        lawful_basis=dict(lawful_basis),
-        grants=tuple(grants),
-        break_glass=break_glass,
+        title=shaped.title,
+        status=shaped.status,
+        valid_from=shaped.valid_from,
+        valid_until=shaped.valid_until,
+        review_by=shaped.review_by,
+        providers=tuple(shaped.providers),
+        recipients=tuple(shaped.recipients),
+        lawful_basis=dict(document["lawful_basis"]),
+        grants=tuple(_grant(grant) for grant in shaped.grants),
+        break_glass=(
+            BreakGlass(purposes=tuple(break_glass.purposes), fields=tuple(break_glass.fields))
+            if break_glass
+            else None
+        ),
     )

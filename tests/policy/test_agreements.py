@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.policy.agreements import AgreementInvalid, parse_agreement
+from app.policy.document import AgreementDocument
 from app.policy.files import agreement_documents, load_vocabulary
 from tests.conftest import REPO, SCENARIO, load_yaml
 from tests.scenario import scenario_vocabulary
@@ -87,3 +88,34 @@ def test_age_conditions_must_be_whole_years() -> None:
     locations = [problem.location for problem in refused.value.problems]
     assert "grants[0].subject.min_age" in locations
     assert "grants[0].subject.shoe_size" in locations
+
+
+def test_the_shape_is_checked_by_the_document_model_and_named_by_place() -> None:
+    document = load_yaml(SCENARIO / "agreements" / "isa-blackpool-mash.yaml")
+    document["valid_from"] = 20250101  # a number is not a date, whatever pydantic would allow
+    document["lawful_basis"]["artcle9"] = "typo"
+    document["grants"][0]["requires_consent"] = "yes"
+    document["grants"][0]["obligations"] = [{"field": "contact.nope", "mask": "m"}, {"mask": 3}]
+    document["grants"].append("not a grant")
+    document["break_glass"]["fields"] = []
+    with pytest.raises(AgreementInvalid) as refused:
+        parse_agreement(document, scenario_vocabulary())
+    problems = {problem.location: problem.message for problem in refused.value.problems}
+    assert problems["valid_from"] == "must be a date (YYYY-MM-DD), got 20250101"
+    assert problems["lawful_basis.artcle9"].startswith("is not a field of lawful_basis")
+    assert "article9" in problems["lawful_basis.artcle9"]  # names what is known
+    assert problems["grants[0].requires_consent"] == "must be true or false"
+    assert problems["grants[0].obligations[0].field"] == "unknown field 'contact.nope'"
+    assert problems["grants[0].obligations[1].field"] == "is required"
+    assert problems["grants[1]"] == "must be a mapping"
+    assert problems["break_glass.fields"] == "must be a non-empty list of fields"
+
+
+def test_a_valid_document_becomes_the_same_agreement_as_its_model() -> None:
+    document = load_yaml(SCENARIO / "agreements" / "isa-blackpool-mash.yaml")
+    shaped = AgreementDocument.model_validate(document)
+    agreement = parse_agreement(document, scenario_vocabulary(), version=3)
+    assert (agreement.id, agreement.version, agreement.status) == (shaped.id, 3, shaped.status)
+    assert agreement.grants[0].subject.max_age == 17
+    assert agreement.grants[0].fields == tuple(shaped.grants[0].fields)
+    assert agreement.lawful_basis["legislation"] == shaped.lawful_basis.legislation
