@@ -130,6 +130,9 @@ class LiveCallers:
 
 
 class LivePolicy:
+    """The compiled policy a replica decides with, and beside it (`clients`) the API
+    clients it authenticates against, each kept at its own revision by `follow`."""
+
     def __init__(self, engine: Engine, *, vocabulary_file: Path, model_file: Path) -> None:
         self._engine = engine
         self._vocabulary_file = vocabulary_file
