@@ -12,7 +12,7 @@ from collections.abc import Callable
 import httpx
 
 from app.store.database import make_engine
-from app.store.revisions import read_revision
+from app.store.revisions import read_revisions
 from tests.conftest import Backend, Server, free_port, scenario_env
 
 
@@ -23,8 +23,12 @@ def test_readyz_reports_the_policy_revision(
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz").json()
     with make_engine(database_url).connect() as connection:
-        revision = read_revision(connection)
-    assert ready == {"status": "ready", "policy_revision": revision}
+        revisions = read_revisions(connection)
+    assert ready == {
+        "status": "ready",
+        "policy_revision": revisions.policy,
+        "client_revision": revisions.clients,
+    }
 
 
 def test_without_a_schema_the_service_is_not_ready_and_decides_nothing(backend: Backend) -> None:

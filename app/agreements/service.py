@@ -20,6 +20,7 @@ from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.policy.agreements import Agreement, AgreementInvalid, Problem, parse_agreement
 from app.policy.vocabulary import Vocabulary
+from app.store.revisions import POLICY
 from app.store.tables import AgreementVersion
 
 # action -> (statuses it may start from, status it leads to)
@@ -154,6 +155,7 @@ def _store_version(
     session.add(row)
     record_change(
         session,
+        moves=POLICY,
         actor=actor,
         action=f"agreement.{change}",
         target_type="agreement",

@@ -9,13 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.store.pagination import keyset_page
-from app.store.revisions import bump_revision
+from app.store.revisions import Feed, bump_revision
 from app.store.tables import ChangeRecord
 
 
 def record_change(
     session: Session,
     *,
+    moves: Feed,
     actor: str,
     action: str,
     target_type: str,
@@ -23,10 +24,12 @@ def record_change(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> None:
-    """Log a change to what decisions depend on, and move the policy revision.
+    """Log a change and move the revision it `moves`: POLICY for what decisions
+    depend on (agreements, register), CLIENTS for API clients.
 
     Both join the caller's transaction: they commit with the change or not at
-    all, and every replica reloads once they do.
+    all, and every replica follows once they do (recompiling its policy, or
+    reloading only its callers).
     """
     session.flush()  # the change itself first: a conflict fails here, before it is logged
     session.add(
@@ -40,7 +43,7 @@ def record_change(
             after=after,
         )
     )
-    bump_revision(session)
+    bump_revision(session, moves)
 
 
 def list_changes(

@@ -14,7 +14,7 @@ from app.config import PROJECT_DIR, get_settings
 from app.decision.policy_tests import run_test_file
 from app.policy.agreements import AgreementInvalid, parse_agreement
 from app.policy.files import agreement_documents, load_vocabulary, read_yaml
-from app.runtime.live_policy import load_state
+from app.runtime.live_policy import load_policy
 
 
 def register(commands: Any) -> None:
@@ -38,9 +38,9 @@ def register(commands: Any) -> None:
 def _export(args: argparse.Namespace) -> int:
     settings = get_settings()
     with database() as engine:
-        policy = load_state(
+        policy = load_policy(
             engine, vocabulary_file=settings.vocabulary_file, model_file=settings.model_file
-        ).snapshot.policy
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.conf").write_text(policy.model_text, encoding="utf-8")

@@ -76,7 +76,10 @@ def create_client(body: ClientIn, session: DbSession, live: Live, caller: Manage
 def revoke_client(
     session: DbSession, live: Live, caller: Manager, client_id: Annotated[EntryId, Path()]
 ) -> ClientOut:
-    """Revoke a client: its key stops working on every replica with the next revision."""
+    """Revoke a client: its key stops working on every replica at its next poll.
+
+    It moves the client revision, not the policy's: no replica recompiles its policy.
+    """
     row = service.revoke_client(session, client_id=client_id, actor=caller.client_id)
     out = ClientOut.model_validate(row)
     session.commit()

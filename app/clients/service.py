@@ -13,6 +13,7 @@ from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.policy.vocabulary import Vocabulary
 from app.runtime.callers import SCOPES, Caller, key_digest
+from app.store.revisions import CLIENTS
 from app.store.tables import ApiClient
 
 KEY_PREFIX = "acc_"
@@ -37,7 +38,8 @@ def create_client(
     vocabulary: Vocabulary,
     actor: str,
 ) -> tuple[ApiClient, str]:
-    """Store a new client; returns it and its key, which is never shown again."""
+    """Store a new client and move the client revision (not the policy's); returns it
+    and its key, which is never shown again."""
     for index, scope in enumerate(scopes):
         if scope not in SCOPES:
             raise InvalidRequest(f"scopes[{index}]", f"unknown scope '{scope}'")
@@ -63,6 +65,7 @@ def create_client(
     session.add(row)
     record_change(
         session,
+        moves=CLIENTS,
         actor=actor,
         action="client.create",
         target_type="client",
@@ -74,6 +77,7 @@ def create_client(
 
 
 def revoke_client(session: Session, *, client_id: str, actor: str) -> ApiClient:
+    """Revoke a client and move the client revision: replicas drop its key at their next poll."""
     row = session.get(ApiClient, client_id)
     if row is None:
         raise NotFound(f"no client '{client_id}'")
@@ -84,6 +88,7 @@ def revoke_client(session: Session, *, client_id: str, actor: str) -> ApiClient:
     row.revoked_by = actor
     record_change(
         session,
+        moves=CLIENTS,
         actor=actor,
         action="client.revoke",
         target_type="client",

@@ -15,6 +15,7 @@ from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
 from app.policy.vocabulary import Vocabulary
+from app.store.revisions import POLICY
 from app.store.tables import RegisterEntry
 
 
@@ -80,6 +81,7 @@ def add_entry(
     session.add(row)
     record_change(
         session,
+        moves=POLICY,
         actor=actor,
         action=f"register.add-{entry.kind}",
         target_type="register",
@@ -109,6 +111,7 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     row.removed_by = actor
     record_change(
         session,
+        moves=POLICY,
         actor=actor,
         action=f"register.remove-{row.kind}",
         target_type="register",

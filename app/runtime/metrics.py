@@ -46,6 +46,14 @@ POLICY_REVISION = Gauge(
 POLICY_RELOAD_SECONDS = Histogram(
     "accord_policy_reload_seconds", "Time to load and compile a policy revision"
 )
+POLICY_COMPILES = Counter(
+    "accord_policy_compiles", "Policy revisions this process compiled, successfully or not"
+)
+CLIENT_REVISION = Gauge(
+    "accord_client_revision",
+    "Client revision whose API keys this process accepts",
+    multiprocess_mode="max",
+)
 POLICY_RELOAD_FAILURES = Counter(
     "accord_policy_reload_failures", "Policy revisions that failed to load or compile"
 )

@@ -1,27 +1,62 @@
-"""The policy revision: bumped in the same transaction as every policy change."""
+"""Revisions: one-row counters bumped in the same transaction as the change they follow.
+
+Two feeds: the policy revision (agreements, register), at which a replica
+compiles its policy, and the client revision (API clients), at which it only
+reloads its callers.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from app.store.tables import PolicyState
+from app.store.tables import ClientState, PolicyState
 
 
-def bump_revision(session: Session) -> int:
-    """Advance the revision; the caller's commit makes the change and the bump visible together."""
+@dataclass(frozen=True)
+class Feed:
+    """What a change moves: the revision replicas follow for that kind of record."""
+
+    name: str
+    table: type[PolicyState] | type[ClientState]
+
+
+POLICY = Feed("policy", PolicyState)
+CLIENTS = Feed("clients", ClientState)
+
+
+@dataclass(frozen=True)
+class Revisions:
+    policy: int
+    clients: int
+
+
+def bump_revision(session: Session, feed: Feed) -> int:
+    """Advance `feed`'s revision; the caller's commit makes change and bump visible together."""
+    table = feed.table
     revision = session.execute(
-        update(PolicyState)
-        .where(PolicyState.id == 1)
-        .values(revision=PolicyState.revision + 1, changed_at=datetime.now(UTC))
-        .returning(PolicyState.revision)
+        update(table)
+        .where(table.id == 1)
+        .values(revision=table.revision + 1, changed_at=datetime.now(UTC))
+        .returning(table.revision)
     ).scalar_one()
     return int(revision)
 
 
-def read_revision(connection: Connection | Session) -> int:
-    return int(
-        connection.execute(select(PolicyState.revision).where(PolicyState.id == 1)).scalar_one()
-    )
+def read_revision(connection: Connection | Session, feed: Feed = POLICY) -> int:
+    table = feed.table
+    return int(connection.execute(select(table.revision).where(table.id == 1)).scalar_one())
+
+
+def read_revisions(connection: Connection | Session) -> Revisions:
+    """Both revisions in one query (one snapshot): what a replica's poll reads."""
+    policy, clients = connection.execute(
+        select(
+            select(PolicyState.revision).where(PolicyState.id == 1).scalar_subquery(),
+            select(ClientState.revision).where(ClientState.id == 1).scalar_subquery(),
+        )
+    ).one()
+    return Revisions(policy=int(policy), clients=int(clients))

@@ -67,6 +67,20 @@ class PolicyState(Base):
     changed_at: Mapped[datetime]
 
 
+class ClientState(Base):
+    """One row: the client revision, bumped by every API client created or revoked.
+
+    Apart from the policy revision, so a key change reloads the callers and
+    compiles nothing.
+    """
+
+    __tablename__ = "client_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime]
+
+
 class AgreementVersion(Base):
     """An immutable version of an agreement document; the highest version is current."""
 

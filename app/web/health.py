@@ -26,6 +26,7 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     policy_revision: int
+    client_revision: int
 
 
 # PostgreSQL: can this session write audit rows? A read-only cluster, database or
@@ -58,7 +59,7 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Problem}})
 async def readyz(request: Request) -> Readiness | Response:
-    """Ready to decide: the database answers and a policy is loaded."""
+    """Ready to decide: the database answers, and a policy and the API clients are loaded."""
     engine = request.app.state.engine
 
     def ping() -> bool:
@@ -77,7 +78,12 @@ async def readyz(request: Request) -> Readiness | Response:
     live = request.app.state.live
     if not live.loaded:
         return problem_response(503, "Not ready", "no policy loaded")
-    return Readiness(status="ready", policy_revision=live.current.revision)
+    client_revision = live.clients.revision
+    if client_revision is None:
+        return problem_response(503, "Not ready", "no API clients loaded")
+    return Readiness(
+        status="ready", policy_revision=live.current.revision, client_revision=client_revision
+    )
 
 
 @router.get(
