@@ -23,14 +23,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from app.decision.engine import PersonFacts, Question, evaluate
+from app.decision.engine import PersonFacts, Question
 from app.decision.policy_tests import register_of
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import compile_policy
 from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
 from tests.conftest import SCENARIO, load_yaml
 from tests.reference_semantics import Answer, Ask, break_glass_open, decide, live, scope_covers
-from tests.scenario import MODEL_TEXT, scenario_agreements, scenario_vocabulary
+from tests.scenario import MODEL_TEXT, evaluate_on, scenario_agreements, scenario_vocabulary
 
 VOCABULARY = scenario_vocabulary()
 AGENCIES = sorted(VOCABULARY.agencies)
@@ -58,7 +58,7 @@ def engine_decides(
         register=register,
         model_text=MODEL_TEXT,
     )
-    decision = evaluate(policy, question, facts, now)
+    decision = evaluate_on(policy, question, facts, now)
     return Answer(
         permit=decision.permit,
         reason=decision.reason,
