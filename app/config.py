@@ -41,7 +41,17 @@ class Settings(BaseSettings):
         default="info", description="Least severe log level written"
     )
     policy_poll_seconds: float = Field(
-        default=0.5, gt=0, le=60, description="How often a replica checks the policy revision"
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often a replica follows the policy, client and register feeds",
+    )
+    register_max_lag_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=300,
+        description="Longest a replica answers on a register view it has not confirmed current; "
+        "beyond it decisions are 503 and /readyz is not ready",
     )
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Largest request body accepted (413 beyond)"

@@ -26,6 +26,7 @@ from app.register.router import router as register_router
 from app.runtime.clock import Clock, SystemClock
 from app.runtime.live_policy import LivePolicy
 from app.runtime.logs import configure_logging
+from app.runtime.register import LiveRegister
 from app.store.database import make_engine
 from app.vocabulary.router import router as vocabulary_router
 from app.web.auth import Authenticate
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         live = LivePolicy(
             engine, vocabulary_file=settings.vocabulary_file, model_file=settings.model_file
         )
+        register = LiveRegister(engine, max_lag_seconds=settings.register_max_lag_seconds)
         person_info = (
             PersonInfoService(
                 settings.person_info_url,
@@ -74,9 +76,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             else None
         )
         app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
-        app.state.live = live
+        app.state.live, app.state.register = live, register
         app.state.decisions = DecisionService(
             live=live,
+            register=register,
             writer=writer,
             person_info=person_info,
             max_fields=settings.max_batch_fields,
@@ -88,13 +91,19 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await asyncio.to_thread(live.refresh)
         except Exception as exc:  # not ready until a policy compiles; keep trying
             log.error("no policy at start", error=str(exc))
+        try:
+            await asyncio.to_thread(register.refresh)
+        except Exception as exc:  # not ready until the register loads; keep trying
+            log.error("no register at start", error=str(exc))
         follower = asyncio.create_task(live.follow(settings.policy_poll_seconds))
+        register_follower = asyncio.create_task(register.follow(settings.policy_poll_seconds))
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in (follower, register_follower):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.to_thread(writer.stop)
             audit_engine.dispose()
             if person_info is not None:

@@ -134,7 +134,6 @@ def measure(size: int, vocabulary_doc: dict[str, Any]) -> dict[str, Any]:
         revision=1,
         vocabulary=vocabulary,
         agreements=agreements,
-        register={},
         model_text=MODEL_TEXT,
     )
     compile_seconds = time.perf_counter() - started
@@ -145,7 +144,6 @@ def measure(size: int, vocabulary_doc: dict[str, Any]) -> dict[str, Any]:
         revision=1,
         vocabulary=vocabulary,
         agreements=[parse_agreement(doc, vocabulary, version=1) for doc in documents],
-        register={},
         model_text=MODEL_TEXT,
     )
     _, peak = tracemalloc.get_traced_memory()
@@ -158,7 +156,6 @@ def measure(size: int, vocabulary_doc: dict[str, Any]) -> dict[str, Any]:
         revision=2,
         vocabulary=vocabulary,
         agreements=agreements,
-        register={},
         model_text=MODEL_TEXT,
     )  # a fresh policy: evaluation compiles only the pairs it meets
     snapshot = PolicySnapshot.of(policy)  # as a replica holds it: enforcer and memo
@@ -207,7 +204,6 @@ def _reload_while_deciding(
                 revision=3,
                 vocabulary=vocabulary,
                 agreements=agreements,
-                register={},
                 model_text=MODEL_TEXT,
             )
         reload_seconds = time.perf_counter() - started

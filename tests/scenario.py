@@ -10,6 +10,7 @@ from app.decision.policy_tests import register_of
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import agreement_documents, load_vocabulary
+from app.policy.register import PersonRegister
 from app.policy.vocabulary import Vocabulary
 from app.runtime.enforcer import CandidateEnforcer
 from tests.conftest import REPO, SCENARIO, load_yaml
@@ -28,15 +29,19 @@ def scenario_agreements(vocabulary: Vocabulary) -> list[Agreement]:
     ]
 
 
-def scenario_policy(recorded_at: datetime, revision: int = 1) -> CompiledPolicy:
+def scenario_policy(revision: int = 1) -> CompiledPolicy:
     vocabulary = scenario_vocabulary()
     return compile_policy(
         revision=revision,
         vocabulary=vocabulary,
         agreements=scenario_agreements(vocabulary),
-        register=register_of(load_yaml(SCENARIO / "cases.yaml")["register"], recorded_at),
         model_text=MODEL_TEXT,
     )
+
+
+def scenario_register(recorded_at: datetime) -> dict[str, PersonRegister]:
+    """The scenario's register, as if every entry was recorded at `recorded_at`."""
+    return register_of(load_yaml(SCENARIO / "cases.yaml")["register"], recorded_at)
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from app.store.tables import ChangeRecord
 def record_change(
     session: Session,
     *,
-    moves: Feed,
+    moves: Feed | None,
     actor: str,
     action: str,
     target_type: str,
@@ -24,8 +24,9 @@ def record_change(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> None:
-    """Log a change and move the revision it `moves`: POLICY for what decisions
-    depend on (agreements, register), CLIENTS for API clients.
+    """Log a change and move the revision it `moves`: POLICY for agreements, CLIENTS
+    for API clients; None where the change moves a feed of its own (register
+    writes append to the register change feed, app/register/feed.py).
 
     Both join the caller's transaction: they commit with the change or not at
     all, and every replica follows once they do (recompiling its policy, or
@@ -43,7 +44,8 @@ def record_change(
             after=after,
         )
     )
-    bump_revision(session, moves)
+    if moves is not None:
+        bump_revision(session, moves)
 
 
 def list_changes(

@@ -16,6 +16,7 @@ from app.decision.reasons import ReasonCode
 from app.policy.agreements import Agreement, Obligation
 from app.policy.compiler import CompiledPolicy, Stage
 from app.policy.lines import CasbinRequest, PolicyLine
+from app.policy.register import NO_ENTRIES, PersonRegister
 
 DENY_STAGES = (
     ReasonCode.NO_AGREEMENT,
@@ -44,6 +45,7 @@ class PersonFacts:
     person_id: str
     age: int | None
     info_unavailable: bool = False  # the person-information service failed to answer
+    register: PersonRegister = NO_ENTRIES  # what the data controller recorded about them
 
 
 @dataclass(frozen=True)
@@ -157,18 +159,19 @@ def _evaluate_leaf(
 ) -> Decision:
     """Decide one leaf field: deny overrides, default deny (DESIGN.md, Decision semantics).
 
-    Answers are memoised per policy revision while no validity boundary passes;
-    the key holds every input the answer depends on (the person only when the
-    register names them).
+    Answers about persons with no register entry are memoised per policy revision
+    while no validity boundary passes; the key holds every input the answer
+    depends on. A registered person's answer is made afresh: their few entries
+    are joined to the question's lines (CompiledPolicy.candidates).
     """
     moment = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if memo is None:
+    if memo is None or not facts.register.empty:
+        # a registered person's entries change without a new policy revision
         return _decide(policy, question, facts, now, moment, enforcer)
     answers = memo.at(moment)
     key = (
         question.requester,
         question.holder,
-        question.person_id if question.person_id in policy.person_lines else "",
         question.field,
         question.purpose,
         question.emergency,
@@ -189,12 +192,13 @@ def _decide(
     moment: str,
     enforcer: Enforcer,
 ) -> Decision:
-    lines = policy.candidates(
+    lines, entry_sources = policy.candidates(
         requester=question.requester,
         holder=question.holder,
         person=question.person_id,
         field_name=question.field,
         purpose=question.purpose,
+        register=facts.register,
     )
     allowed, line = enforcer.enforce(
         lines,
@@ -211,7 +215,7 @@ def _decide(
     )
     if line is None:
         return _explain_deny(policy, question, facts, now)
-    source = policy.sources[line.source]
+    source = policy.sources.get(line.source) or entry_sources[line.source]
     if not allowed:
         kind = "sealed" if source.stage == Stage.SEALED else "objection"
         return Decision(

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.decision.engine import PersonFacts
 from app.decision.schemas import Subject, plausible_birth_date
+from app.policy.register import PersonRegister
 from app.runtime.metrics import PERSON_INFO_CALLS
 
 log = structlog.get_logger(__name__)
@@ -105,20 +106,27 @@ def _age(age: int | None, birth_date: date | None, today: date) -> int | None:
     return None if birth_date is None else _age_on(birth_date, today)
 
 
-def given_facts(subject: Subject, today: date) -> PersonFacts:
-    """The facts the request itself carries."""
+def given_facts(subject: Subject, today: date, register: PersonRegister) -> PersonFacts:
+    """The facts the request itself carries, and the person's register entries."""
     attributes = subject.attributes
-    return PersonFacts(subject.id, _age(attributes.age, attributes.birth_date, today))
+    return PersonFacts(
+        subject.id, _age(attributes.age, attributes.birth_date, today), register=register
+    )
 
 
 async def person_facts(
-    subject: Subject, today: date, *, needs_age: bool, person_info: PersonInfoService | None
+    subject: Subject,
+    today: date,
+    *,
+    register: PersonRegister,
+    needs_age: bool,
+    person_info: PersonInfoService | None,
 ) -> PersonFacts:
-    given = given_facts(subject, today)
+    given = given_facts(subject, today, register)
     if given.age is not None or not needs_age or person_info is None:
         return given
     try:
         info = await person_info.lookup(subject.id)
     except PersonInfoUnavailable:
-        return PersonFacts(person_id=subject.id, age=None, info_unavailable=True)
-    return PersonFacts(person_id=subject.id, age=_age(info.age, info.birth_date, today))
+        return PersonFacts(subject.id, age=None, info_unavailable=True, register=register)
+    return PersonFacts(subject.id, age=_age(info.age, info.birth_date, today), register=register)

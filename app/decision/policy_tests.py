@@ -24,7 +24,7 @@ from app.decision.validate import validated_questions
 from app.errors import InvalidRequest
 from app.policy.agreements import Agreement
 from app.policy.compiler import compile_policy
-from app.policy.register import Consent, PersonRegister, Restriction, Scope
+from app.policy.register import NO_ENTRIES, Consent, PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
 from app.runtime.snapshot import PolicySnapshot
 
@@ -87,13 +87,21 @@ def register_of(document: Mapping[str, Any], recorded_at: datetime) -> dict[str,
     }
 
 
-def _decide(
-    snapshot: PolicySnapshot, request: DecisionRequest | BatchDecisionRequest, now: datetime
-) -> list[Decision]:
-    policy = snapshot.policy
-    questions = validated_questions(request, policy.vocabulary, max_fields=10_000)
-    facts = given_facts(request.subject, now.date())
-    return decide(policy, questions, facts, now, enforcer=snapshot.enforcer)
+@dataclass(frozen=True)
+class _TestRun:
+    """One test file's policy (with its enforcer) and register."""
+
+    snapshot: PolicySnapshot
+    register: Mapping[str, PersonRegister]
+
+    def decide(
+        self, request: DecisionRequest | BatchDecisionRequest, now: datetime
+    ) -> list[Decision]:
+        policy = self.snapshot.policy
+        questions = validated_questions(request, policy.vocabulary, max_fields=10_000)
+        entries = self.register.get(request.subject.id, NO_ENTRIES)
+        facts = given_facts(request.subject, now.date(), entries)
+        return decide(policy, questions, facts, now, enforcer=self.snapshot.enforcer)
 
 
 def _jsonable(value: Any) -> Any:
@@ -102,12 +110,12 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
-def _check_case(snapshot: PolicySnapshot, case: Mapping[str, Any], now: datetime) -> CaseResult:
+def _check_case(run: _TestRun, case: Mapping[str, Any], now: datetime) -> CaseResult:
     result = CaseResult(str(case.get("name", "unnamed case")))
     expect = case.get("expect", {})
     body = _jsonable({"context": {}, **case["request"]})
     try:
-        decision = _decide(snapshot, DecisionRequest.model_validate(body), now)[0]
+        decision = run.decide(DecisionRequest.model_validate(body), now)[0]
     except (ValidationError, InvalidRequest) as exc:
         if expect.get("status") != 422:
             result.mismatches.append(f"request refused (422): {exc}".splitlines()[0])
@@ -129,11 +137,11 @@ def _check_case(snapshot: PolicySnapshot, case: Mapping[str, Any], now: datetime
     return result
 
 
-def _check_batch(snapshot: PolicySnapshot, batch: Mapping[str, Any], now: datetime) -> CaseResult:
+def _check_batch(run: _TestRun, batch: Mapping[str, Any], now: datetime) -> CaseResult:
     result = CaseResult(str(batch.get("name", "unnamed batch")))
     body = _jsonable({"context": {}, **batch["request"]})
     try:
-        decisions = _decide(snapshot, BatchDecisionRequest.model_validate(body), now)
+        decisions = run.decide(BatchDecisionRequest.model_validate(body), now)
     except (ValidationError, InvalidRequest) as exc:
         result.mismatches.append(f"request refused (422): {exc}".splitlines()[0])
         return result
@@ -157,13 +165,12 @@ def run_test_file(
     """Every case and batch of one test file, against the given agreements."""
     at = _moment(document.get("now")) or now
     policy = compile_policy(
-        revision=0,
-        vocabulary=vocabulary,
-        agreements=agreements,
-        register=register_of(document.get("register") or {}, recorded_at=at),
-        model_text=model_text,
+        revision=0, vocabulary=vocabulary, agreements=agreements, model_text=model_text
     )
-    snapshot = PolicySnapshot.of(policy, memoise=False)
-    results = [_check_case(snapshot, case, at) for case in document.get("cases", [])]
-    results += [_check_batch(snapshot, batch, at) for batch in document.get("batches", [])]
+    run = _TestRun(
+        snapshot=PolicySnapshot.of(policy, memoise=False),
+        register=register_of(document.get("register") or {}, recorded_at=at),
+    )
+    results = [_check_case(run, case, at) for case in document.get("cases", [])]
+    results += [_check_batch(run, batch, at) for batch in document.get("batches", [])]
     return results

@@ -26,6 +26,7 @@ from app.runtime.clock import Clock
 from app.runtime.ids import new_uuid
 from app.runtime.live_policy import LivePolicy
 from app.runtime.metrics import DECISION_SECONDS, DECISIONS
+from app.runtime.register import LiveRegister
 from app.runtime.snapshot import PolicySnapshot
 
 
@@ -46,6 +47,7 @@ async def _evaluate_request(
     request: AnyDecisionRequest,
     *,
     snapshot: PolicySnapshot,
+    register: LiveRegister,
     person_info: PersonInfoService | None,
     max_fields: int,
     now: datetime,
@@ -60,6 +62,7 @@ async def _evaluate_request(
     facts = await person_facts(
         request.subject,
         now.date(),
+        register=register.entries(request.subject.id),
         needs_age=(request.requester, request.holder) in policy.age_conditioned_pairs,
         person_info=person_info,
     )
@@ -116,6 +119,7 @@ class DecisionService:
     """The decision path's parts, assembled once at startup (routes get it as one dependency)."""
 
     live: LivePolicy
+    register: LiveRegister
     writer: AuditWriter
     person_info: PersonInfoService | None
     max_fields: int
@@ -132,6 +136,7 @@ class DecisionService:
         answer = await _evaluate_request(
             request,
             snapshot=self.live.snapshot,
+            register=self.register,
             person_info=self.person_info,
             max_fields=self.max_fields,
             now=self.clock.now(),
@@ -163,6 +168,7 @@ class DecisionService:
         return await _evaluate_request(
             request,
             snapshot=snapshot,
+            register=self.register,
             person_info=self.person_info,
             max_fields=self.max_fields,
             now=self.clock.now(),
@@ -185,7 +191,6 @@ def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> PolicySnapshot
         revision=policy.revision,
         vocabulary=policy.vocabulary,
         agreements=[*others, agreement],
-        register=policy.register,
         model_text=policy.model_text,
     )
     return PolicySnapshot.of(with_draft, memoise=False)

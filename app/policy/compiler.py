@@ -1,17 +1,23 @@
-"""Compile agreements and the person register into Casbin policy lines.
+"""Compile agreements into Casbin policy lines; join a person's register entries at question time.
 
 Agency groups and the purpose and field trees are expanded here, so the
 Casbin matcher only compares names. An evaluation hands Casbin a few
-candidate lines, not the whole policy: register lines are indexed by person;
-agreements are indexed by (requester, holder), and the lines of those that
-cover the asked field and purpose are made from each agreement's expanded
-blocks. Within a candidate list lines are ordered by stage, and the model's
+candidate lines, not the whole policy: agreements are indexed by
+(requester, holder), and the lines of those that cover the asked field and
+purpose are made from each agreement's blocks when the question is asked.
+
+The person register is data, not compiled policy (DESIGN.md, Person facts):
+its entries reach a replica through a change feed without recompiling
+anything, and a question about a person joins only that person's entries
+that cover this requester, field and purpose with the blocks that cover the
+question: a restriction becomes a deny line, an objection also opens the
+break-glass blocks over it, a consent joins the consent-based grants. So the
+lines per question do not grow with the register or with an entry's breadth.
+
+Within a candidate list lines are ordered by stage, and the model's
 `priority` effect lets the first matching line decide:
 
   sealed > break-glass over an objection > objection > grant > break-glass
-
-Consent-based grants are joined with each person's consents here, so a
-consent becomes a person-specific grant line valid until the consent lapses.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from itertools import product
 
 from app.policy.agreements import Agreement, Grant, Obligation
 from app.policy.lines import PolicyLine
-from app.policy.register import PersonRegister, Restriction, Scope
+from app.policy.register import Consent, PersonRegister, Restriction
 from app.policy.vocabulary import Vocabulary
 
 ANY = "*"
@@ -53,7 +59,7 @@ STAGE_NAMES = {
 
 @dataclass(frozen=True)
 class LineSource:
-    """What a policy line was compiled from, so a decision can name it."""
+    """What a policy line was made from, so a decision can name it."""
 
     stage: Stage
     agreement_id: str | None = None
@@ -75,20 +81,72 @@ class LineSource:
         return text
 
 
+@dataclass(frozen=True)
+class _Block:
+    """A grant or break-glass block of an active agreement."""
+
+    fields: frozenset[str]  # as granted: each covers itself and its descendants
+    purposes: frozenset[str]
+    source: LineSource
+    requires_consent: bool  # a grant that permits only with the person's live consent
+    template: PolicyLine  # the block's line, its requester, holder, field and purpose blank
+
+    def line(
+        self,
+        requester: str,
+        holder: str,
+        field_name: str,
+        purpose: str,
+        *,
+        joined: tuple[LineSource, str, tuple[str, str]] | None = None,
+    ) -> PolicyLine:
+        """The block's line for one question; `joined` makes it a person's line instead:
+        (its source, the person, the window it shares with their register entry)."""
+        t = self.template
+        if joined is None:
+            return PolicyLine(
+                t.stage,
+                requester,
+                holder,
+                t.person,
+                field_name,
+                purpose,
+                t.min_age,
+                t.max_age,
+                t.emergency,
+                t.valid_from,
+                t.valid_until,
+                t.source,
+                t.eft,
+            )
+        source, person, (entry_from, entry_until) = joined
+        return PolicyLine(
+            str(int(source.stage)),
+            requester,
+            holder,
+            person,
+            field_name,
+            purpose,
+            t.min_age,
+            t.max_age,
+            t.emergency,
+            max(t.valid_from, entry_from),
+            min(t.valid_until, entry_until),
+            source.key,
+            t.eft,
+        )
+
+
 @dataclass
 class CompiledPolicy:
-    """The policy of one revision as Casbin lines and their indexes; never changed once built.
-
-    What evaluating it changes (the Casbin enforcer, the memo of answers) a replica
-    holds beside it (app/runtime/).
-    """
+    """The agreements of one revision as Casbin lines and their indexes; never changed once
+    built. What evaluating it changes (the Casbin enforcer, the memo of answers) a replica
+    holds beside it (app/runtime/)."""
 
     revision: int
     vocabulary: Vocabulary
     agreements: Mapping[str, Agreement]
-    register: Mapping[str, PersonRegister]
     model_text: str  # the Casbin model the lines are for (policies/model.conf)
-    person_lines: dict[str, list[PolicyLine]] = field(default_factory=lambda: defaultdict(list))
     sources: dict[str, LineSource] = field(default_factory=dict)
     agreements_by_pair: dict[tuple[str, str], list[Agreement]] = field(
         default_factory=lambda: defaultdict(list)
@@ -98,18 +156,18 @@ class CompiledPolicy:
     # lines a question needs are made from them when it is asked, so a reload
     # costs what the agreements cost, not what expanding their trees would.
     blocks: dict[str, list[_Block]] = field(default_factory=dict)
-    # Every moment at which some line's validity starts or ends, sorted: between two
-    # of them the same request gets the same answer, so a replica may memoise it.
+    # Every moment at which some agreement's validity starts or ends, sorted: between
+    # two of them the same question (of a person with no register entry) gets the same
+    # answer, so a replica may memoise it.
     boundaries: list[str] = field(default_factory=list)
 
-    def agreement_lines(
+    def _covering_blocks(
         self, requester: str, holder: str, field_name: str, purpose: str
-    ) -> list[PolicyLine]:
-        """Agreement lines between two agencies that cover one field and purpose."""
+    ) -> list[_Block]:
         field_lineage = self.vocabulary.fields.lineage[field_name]
         purpose_lineage = self.vocabulary.purposes.lineage[purpose]
         return [
-            block.line(requester, holder, field_name, purpose)
+            block
             for agreement in self.agreements_by_pair.get((requester, holder), ())
             for block in self.blocks.get(agreement.id, ())
             # a block covers a name when it grants the name or one above it
@@ -117,11 +175,46 @@ class CompiledPolicy:
             and not block.purposes.isdisjoint(purpose_lineage)
         ]
 
+    def candidates(
+        self,
+        *,
+        requester: str,
+        holder: str,
+        person: str,
+        field_name: str,
+        purpose: str,
+        register: PersonRegister,
+    ) -> tuple[list[PolicyLine], dict[str, LineSource]]:
+        """The only lines that can match this question, in stage order, and the sources
+        of the lines made from the person's register entries."""
+        blocks = self._covering_blocks(requester, holder, field_name, purpose)
+        lines = [
+            block.line(requester, holder, field_name, purpose)
+            for block in blocks
+            if not block.requires_consent
+        ]
+        entry_sources: dict[str, LineSource] = {}
+        if register.restrictions or register.consents:
+            asked = (requester, field_name, purpose)
+            for restriction in register.restrictions:
+                if restriction.scope.covers(self.vocabulary, *asked):
+                    lines += _restriction_lines(
+                        restriction, blocks, holder, *asked, sources=entry_sources
+                    )
+            for consent in register.consents:
+                if consent.scope.covers(self.vocabulary, *asked):
+                    lines += _consent_lines(consent, blocks, holder, *asked, sources=entry_sources)
+        lines.sort(key=_stage)
+        return lines, entry_sources
+
     def all_lines(self) -> list[PolicyLine]:
-        lines = [line for group in self.person_lines.values() for line in group]
+        """Every agreement line, expanded over the trees (`accord policy export`)."""
+        lines: list[PolicyLine] = []
         for (requester, holder), agreements in self.agreements_by_pair.items():
             for agreement in agreements:
                 for block in self.blocks.get(agreement.id, ()):
+                    if block.requires_consent:
+                        continue  # joined with a person's consent when asked
                     lines += [
                         block.line(requester, holder, field_name, purpose)
                         for field_name, purpose in product(
@@ -131,42 +224,93 @@ class CompiledPolicy:
                     ]
         return sorted(lines)
 
-    def candidates(
-        self, *, requester: str, holder: str, person: str, field_name: str, purpose: str
-    ) -> list[PolicyLine]:
-        """The only lines that can match this request, in stage order."""
-        lines = self.person_lines.get(person, []) + self.agreement_lines(
-            requester, holder, field_name, purpose
+
+def _restriction_lines(
+    restriction: Restriction,
+    blocks: list[_Block],
+    holder: str,
+    requester: str,
+    field_name: str,
+    purpose: str,
+    *,
+    sources: dict[str, LineSource],
+) -> list[PolicyLine]:
+    """A restriction's deny line; for an objection, the break-glass blocks over it too,
+    each in force only while both the agreement and the objection are."""
+    window = (_timestamp(restriction.recorded_at), _timestamp(restriction.until))
+    stage = Stage.SEALED if restriction.kind == "sealed" else Stage.OBJECTION
+    source = LineSource(stage, restriction_id=restriction.id)
+    sources[source.key] = source
+    lines = [
+        PolicyLine(
+            stage=str(int(stage)),
+            requester=requester,
+            holder=ANY,
+            person=restriction.person_id,
+            field=field_name,
+            purpose=purpose,
+            min_age="",
+            max_age="",
+            emergency=ANY,
+            valid_from=window[0],
+            valid_until=window[1],
+            source=source.key,
+            eft="deny",
         )
-        lines.sort(key=_stage)
-        return lines
+    ]
+    if restriction.kind == "objection":
+        for block in blocks:
+            if block.source.stage != Stage.BREAK_GLASS:
+                continue
+            over = LineSource(
+                Stage.BREAK_GLASS_OVER_OBJECTION,
+                block.source.agreement_id,
+                block.source.agreement_version,
+                overridden_objection_id=restriction.id,
+            )
+            sources[over.key] = over
+            lines.append(
+                block.line(
+                    requester,
+                    holder,
+                    field_name,
+                    purpose,
+                    joined=(over, restriction.person_id, window),
+                )
+            )
+    return lines
 
 
-@dataclass(frozen=True)
-class _Block:
-    """A grant or break-glass block of an active agreement."""
-
-    fields: frozenset[str]  # as granted: each covers itself and its descendants
-    purposes: frozenset[str]
-    template: PolicyLine  # the block's line, its requester, holder, field and purpose blank
-
-    def line(self, requester: str, holder: str, field_name: str, purpose: str) -> PolicyLine:
-        t = self.template
-        return PolicyLine(
-            t.stage,
-            requester,
-            holder,
-            t.person,
-            field_name,
-            purpose,
-            t.min_age,
-            t.max_age,
-            t.emergency,
-            t.valid_from,
-            t.valid_until,
-            t.source,
-            t.eft,
+def _consent_lines(
+    consent: Consent,
+    blocks: list[_Block],
+    holder: str,
+    requester: str,
+    field_name: str,
+    purpose: str,
+    *,
+    sources: dict[str, LineSource],
+) -> list[PolicyLine]:
+    """The consent-based grants a consent satisfies, in force while both are."""
+    window = (_timestamp(consent.recorded_at), _timestamp(consent.until))
+    lines = []
+    for block in blocks:
+        if not block.requires_consent:
+            continue
+        source = LineSource(
+            Stage.GRANT,
+            block.source.agreement_id,
+            block.source.agreement_version,
+            block.source.obligations,
+            consent_id=consent.id,
         )
+        sources[source.key] = source
+        lines.append(
+            block.line(
+                requester, holder, field_name, purpose, joined=(source, consent.person_id, window)
+            )
+        )
+    return lines
 
 
 def _stage(line: PolicyLine) -> str:
@@ -185,51 +329,10 @@ def _descendants(tree_names: Iterable[str], descendants: Mapping[str, frozenset[
     return set().union(*(descendants[name] for name in tree_names))
 
 
-def _within(names: set[str], limit: frozenset[str] | None) -> set[str]:
-    return names if limit is None else names & limit
-
-
 class _Builder:
     def __init__(self, policy: CompiledPolicy) -> None:
         self.policy = policy
         self.vocabulary = policy.vocabulary
-
-    def source(self, source: LineSource) -> str:
-        self.policy.sources.setdefault(source.key, source)
-        return source.key
-
-    def line(
-        self,
-        *,
-        stage: Stage,
-        requester: str,
-        holder: str,
-        person: str,
-        field_name: str,
-        purpose: str,
-        min_age: int | None,
-        max_age: int | None,
-        emergency: str,
-        valid_from: str,
-        valid_until: str,
-        source: str,
-        effect: str,
-    ) -> PolicyLine:
-        return PolicyLine(
-            stage=str(int(stage)),
-            requester=requester,
-            holder=holder,
-            person=person,
-            field=field_name,
-            purpose=purpose,
-            min_age="" if min_age is None else f"{min_age:03d}",
-            max_age="" if max_age is None else f"{max_age:03d}",
-            emergency=emergency,
-            valid_from=valid_from,
-            valid_until=valid_until,
-            source=source,
-            eft=effect,
-        )
 
     def index(self, agreement: Agreement) -> None:
         """Note which pairs of agencies the agreement names (lines come per pair, later)."""
@@ -249,9 +352,7 @@ class _Builder:
             return []  # drafts, suspended and revoked agreements permit nothing
         window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
         blocks: list[tuple[Stage, Iterable[str], Iterable[str], Grant | None]] = [
-            (Stage.GRANT, grant.fields, grant.purposes, grant)
-            for grant in agreement.grants
-            if not grant.requires_consent  # compiled per person, joined with consents
+            (Stage.GRANT, grant.fields, grant.purposes, grant) for grant in agreement.grants
         ]
         if agreement.break_glass:
             blocks.append(
@@ -262,167 +363,40 @@ class _Builder:
                     None,
                 )
             )
-        return [
-            _Block(
-                fields=frozenset(fields),
-                purposes=frozenset(purposes),
-                template=self.line(
-                    stage=stage,
-                    requester="",
-                    holder="",
-                    person=ANY,
-                    field_name="",
-                    purpose="",
-                    min_age=grant.subject.min_age if grant else None,
-                    max_age=grant.subject.max_age if grant else None,
-                    emergency=ANY if grant else "yes",
-                    valid_from=window[0],
-                    valid_until=window[1],
-                    source=self.source(
-                        LineSource(
-                            stage,
-                            agreement.id,
-                            agreement.version,
-                            grant.obligations if grant else (),
-                        )
+        made = []
+        for stage, fields, purposes, grant in blocks:
+            source = LineSource(
+                stage, agreement.id, agreement.version, grant.obligations if grant else ()
+            )
+            self.policy.sources.setdefault(source.key, source)
+            made.append(
+                _Block(
+                    fields=frozenset(fields),
+                    purposes=frozenset(purposes),
+                    source=source,
+                    requires_consent=bool(grant and grant.requires_consent),
+                    template=PolicyLine(
+                        stage=str(int(stage)),
+                        requester="",
+                        holder="",
+                        person=ANY,
+                        field="",
+                        purpose="",
+                        min_age=_age(grant.subject.min_age if grant else None),
+                        max_age=_age(grant.subject.max_age if grant else None),
+                        emergency=ANY if grant else "yes",
+                        valid_from=window[0],
+                        valid_until=window[1],
+                        source=source.key,
+                        eft="allow",
                     ),
-                    effect="allow",
-                ),
-            )
-            for stage, fields, purposes, grant in blocks
-        ]
-
-    def restriction(self, restriction: Restriction) -> None:
-        stage = Stage.SEALED if restriction.kind == "sealed" else Stage.OBJECTION
-        source = self.source(LineSource(stage, restriction_id=restriction.id))
-        scope = restriction.scope
-        requesters = scope.requesters(self.vocabulary) or {ANY}
-        fields = scope.field_names(self.vocabulary) or {ANY}
-        purposes = scope.purpose_names(self.vocabulary) or {ANY}
-        lines = self.policy.person_lines[restriction.person_id]
-        for requester, field_name, purpose in product(requesters, fields, purposes):
-            lines.append(
-                self.line(
-                    stage=stage,
-                    requester=requester,
-                    holder=ANY,
-                    person=restriction.person_id,
-                    field_name=field_name,
-                    purpose=purpose,
-                    min_age=None,
-                    max_age=None,
-                    emergency=ANY,
-                    valid_from=_timestamp(restriction.recorded_at),
-                    valid_until=_timestamp(restriction.until),
-                    source=source,
-                    effect="deny",
                 )
             )
-        if restriction.kind == "objection":
-            self._break_glass_over(restriction)
+        return made
 
-    def _break_glass_over(self, objection: Restriction) -> None:
-        """Emergency access that an agreement's break-glass block allows despite an objection."""
-        for agreement in self.policy.agreements.values():
-            if agreement.status != "active" or agreement.break_glass is None:
-                continue
-            self._person_lines(
-                objection.person_id,
-                agreement,
-                agreement.break_glass.fields,
-                agreement.break_glass.purposes,
-                within=objection.scope,
-                stage=Stage.BREAK_GLASS_OVER_OBJECTION,
-                grant=None,
-                window=(_timestamp(agreement.valid_from), _timestamp(agreement.valid_until)),
-                consent_id=None,
-                overridden_objection_id=objection.id,
-            )
 
-    def consents(self, person_id: str, register: PersonRegister) -> None:
-        """Join each consent of a person with the consent-based grants it satisfies."""
-        for consent in register.consents:
-            for agreement in self.policy.agreements.values():
-                if agreement.status != "active":
-                    continue
-                window = (
-                    max(_timestamp(agreement.valid_from), _timestamp(consent.recorded_at)),
-                    min(_timestamp(agreement.valid_until), _timestamp(consent.until)),
-                )
-                for grant in agreement.grants:
-                    if grant.requires_consent:
-                        self._person_lines(
-                            person_id,
-                            agreement,
-                            grant.fields,
-                            grant.purposes,
-                            within=consent.scope,
-                            stage=Stage.GRANT,
-                            grant=grant,
-                            window=window,
-                            consent_id=consent.id,
-                            overridden_objection_id=None,
-                        )
-
-    def _person_lines(
-        self,
-        person_id: str,
-        agreement: Agreement,
-        fields: Iterable[str],
-        purposes: Iterable[str],
-        *,
-        within: Scope,
-        stage: Stage,
-        grant: Grant | None,
-        window: tuple[str, str],
-        consent_id: str | None,
-        overridden_objection_id: str | None,
-    ) -> None:
-        """Lines for one person: an agreement's block narrowed to a register entry's scope."""
-        source = self.source(
-            LineSource(
-                stage,
-                agreement.id,
-                agreement.version,
-                grant.obligations if grant else (),
-                consent_id=consent_id,
-                overridden_objection_id=overridden_objection_id,
-            )
-        )
-        requesters = _within(
-            set(self.vocabulary.expand_agencies(agreement.recipients)),
-            within.requesters(self.vocabulary),
-        )
-        lines = self.policy.person_lines[person_id]
-        for requester, holder, field_name, purpose in product(
-            requesters,
-            self.vocabulary.expand_agencies(agreement.providers),
-            _within(self._fields(fields), within.field_names(self.vocabulary)),
-            _within(self._purposes(purposes), within.purpose_names(self.vocabulary)),
-        ):
-            lines.append(
-                self.line(
-                    stage=stage,
-                    requester=requester,
-                    holder=holder,
-                    person=person_id,
-                    field_name=field_name,
-                    purpose=purpose,
-                    min_age=grant.subject.min_age if grant else None,
-                    max_age=grant.subject.max_age if grant else None,
-                    emergency=ANY if grant else "yes",
-                    valid_from=window[0],
-                    valid_until=window[1],
-                    source=source,
-                    effect="allow",
-                )
-            )
-
-    def _fields(self, names: Iterable[str]) -> set[str]:
-        return _descendants(names, self.vocabulary.fields.descendants)
-
-    def _purposes(self, names: Iterable[str]) -> set[str]:
-        return _descendants(names, self.vocabulary.purposes.descendants)
+def _age(bound: int | None) -> str:
+    return "" if bound is None else f"{bound:03d}"
 
 
 def compile_policy(
@@ -430,30 +404,17 @@ def compile_policy(
     revision: int,
     vocabulary: Vocabulary,
     agreements: Iterable[Agreement],
-    register: Mapping[str, PersonRegister],
     model_text: str,
 ) -> CompiledPolicy:
-    """Agreements + register + vocabulary -> indexed Casbin policy lines for one revision."""
+    """Agreements + vocabulary -> indexed Casbin policy blocks for one revision."""
     by_id = {agreement.id: agreement for agreement in agreements}
     policy = CompiledPolicy(
-        revision=revision,
-        vocabulary=vocabulary,
-        agreements=by_id,
-        register=dict(register),
-        model_text=model_text,
+        revision=revision, vocabulary=vocabulary, agreements=by_id, model_text=model_text
     )
     build = _Builder(policy)
     for agreement in by_id.values():
         build.index(agreement)
-    for person_id, entries in policy.register.items():
-        for restriction in entries.restrictions:
-            build.restriction(restriction)
-        build.consents(person_id, entries)
-    for lines in policy.person_lines.values():
-        lines.sort(key=_stage)
     moments = {_timestamp(a.valid_from) for a in by_id.values()}
     moments |= {_timestamp(a.valid_until) for a in by_id.values()}
-    for lines in policy.person_lines.values():
-        moments |= {line.valid_from for line in lines} | {line.valid_until for line in lines}
     policy.boundaries = sorted(moments)
     return policy

@@ -2,6 +2,8 @@
 
 Restrictions (`sealed` fields, `objection`s) and consents name any of
 recipients, fields and purposes; a dimension left out (None) covers everything.
+It is data, not compiled policy: a replica holds every person's entries
+(app/runtime/register.py) and a decision is handed the asking person's.
 """
 
 from __future__ import annotations
@@ -23,18 +25,23 @@ class Scope:
     fields: tuple[str, ...] | None
     purposes: tuple[str, ...] | None
 
-    def requesters(self, vocabulary: Vocabulary) -> frozenset[str] | None:
-        return None if self.recipients is None else vocabulary.expand_agencies(self.recipients)
-
-    def field_names(self, vocabulary: Vocabulary) -> frozenset[str] | None:
-        if self.fields is None:
-            return None
-        return frozenset().union(*(vocabulary.fields.descendants[f] for f in self.fields))
-
-    def purpose_names(self, vocabulary: Vocabulary) -> frozenset[str] | None:
-        if self.purposes is None:
-            return None
-        return frozenset().union(*(vocabulary.purposes.descendants[p] for p in self.purposes))
+    def covers(self, vocabulary: Vocabulary, requester: str, field: str, purpose: str) -> bool:
+        """Whether the entry applies to this requester, field and purpose: a name it lists
+        covers itself and every name below it (a group: its agencies)."""
+        return (
+            (
+                self.recipients is None
+                or requester in self.recipients
+                or any(group in self.recipients for group in vocabulary.agencies[requester].groups)
+            )
+            and (
+                self.fields is None or not vocabulary.fields.lineage[field].isdisjoint(self.fields)
+            )
+            and (
+                self.purposes is None
+                or not vocabulary.purposes.lineage[purpose].isdisjoint(self.purposes)
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,10 @@ class Consent:
 class PersonRegister:
     restrictions: tuple[Restriction, ...] = ()
     consents: tuple[Consent, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.restrictions or self.consents)
+
+
+NO_ENTRIES = PersonRegister()

@@ -13,7 +13,7 @@ from app.runtime.callers import Caller
 from app.store.tables import RegisterEntry
 from app.types import EntryId, LongText, PersonId, UtcDatetime, VocabularyName
 from app.web.auth import Manager, Overseer
-from app.web.deps import DbSession, Live
+from app.web.deps import DbSession, Live, Register
 from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/register", tags=["register"])
@@ -85,7 +85,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": Problem}, 422: {"model
 
 
 def _add(
-    session: DbSession, live: Live, caller: Caller, body: _EntryIn, kind: str
+    session: DbSession,
+    live: Live,
+    register: Register,
+    caller: Caller,
+    body: _EntryIn,
+    kind: str,
 ) -> RegisterEntryOut:
     row = service.add_entry(
         session,
@@ -104,24 +109,24 @@ def _add(
     )
     out = RegisterEntryOut.model_validate(row)
     session.commit()
-    live.refresh()  # this replica applies the change before it answers
+    register.refresh()  # this replica applies the change before it answers
     return out
 
 
 @router.post("/restrictions", status_code=201, responses=ERRORS)
 def add_restriction(
-    body: RestrictionIn, session: DbSession, live: Live, caller: Manager
+    body: RestrictionIn, session: DbSession, live: Live, register: Register, caller: Manager
 ) -> RegisterEntryOut:
     """Record a sealed field or an objection to sharing for one person."""
-    return _add(session, live, caller, body, body.kind)
+    return _add(session, live, register, caller, body, body.kind)
 
 
 @router.post("/consents", status_code=201, responses=ERRORS)
 def add_consent(
-    body: ConsentIn, session: DbSession, live: Live, caller: Manager
+    body: ConsentIn, session: DbSession, live: Live, register: Register, caller: Manager
 ) -> RegisterEntryOut:
     """Record a person's consent to sharing."""
-    return _add(session, live, caller, body, "consent")
+    return _add(session, live, register, caller, body, "consent")
 
 
 @router.get("", responses={422: {"model": Problem}})
@@ -144,10 +149,13 @@ def list_register(
     "/{entry_id}", status_code=204, responses={404: {"model": Problem}, 409: {"model": Problem}}
 )
 def remove_entry(
-    session: DbSession, live: Live, caller: Manager, entry_id: Annotated[EntryId, Path()]
+    session: DbSession,
+    register: Register,
+    caller: Manager,
+    entry_id: Annotated[EntryId, Path()],
 ) -> Response:
     """Remove an entry from force; it stays listed with who removed it and when."""
     service.remove_entry(session, entry_id=entry_id, actor=caller.client_id)
     session.commit()
-    live.refresh()
+    register.refresh()
     return Response(status_code=204)

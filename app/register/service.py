@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
-from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
+from app.policy.register import Consent, Restriction, RestrictionKind, Scope
 from app.policy.vocabulary import Vocabulary
-from app.store.revisions import POLICY
+from app.register.feed import append_changes
 from app.store.tables import RegisterEntry
 
 
@@ -61,7 +60,7 @@ def _check_names(entry: NewEntry, vocabulary: Vocabulary) -> None:
 def add_entry(
     session: Session, *, entry: NewEntry, vocabulary: Vocabulary, actor: str
 ) -> RegisterEntry:
-    """Record a restriction or consent and bump the policy revision."""
+    """Record a restriction or consent; replicas take it from the register feed."""
     _check_names(entry, vocabulary)
     entry_id = entry.id or f"{entry.kind}-{uuid.uuid4()}"
     if session.get(RegisterEntry, entry_id) is not None:
@@ -79,9 +78,10 @@ def add_entry(
         recorded_at=datetime.now(UTC),
     )
     session.add(row)
+    append_changes(session, [(entry_id, entry.person_id)])
     record_change(
         session,
-        moves=POLICY,
+        moves=None,  # the register feed moves instead
         actor=actor,
         action=f"register.add-{entry.kind}",
         target_type="register",
@@ -100,7 +100,7 @@ def list_entries(session: Session, *, person_id: str, include_removed: bool) -> 
 
 
 def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntry:
-    """Mark an entry removed (kept for the record) and bump the policy revision."""
+    """Mark an entry removed (kept for the record); replicas take it from the register feed."""
     row = session.get(RegisterEntry, entry_id)
     if row is None:
         raise NotFound(f"no register entry '{entry_id}'")
@@ -109,9 +109,10 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     before = _summary(row)
     row.removed_at = datetime.now(UTC)
     row.removed_by = actor
+    append_changes(session, [(entry_id, row.person_id)])
     record_change(
         session,
-        moves=POLICY,
+        moves=None,  # the register feed moves instead
         actor=actor,
         action=f"register.remove-{row.kind}",
         target_type="register",
@@ -122,26 +123,14 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     return row
 
 
-def load_register(session: Session) -> dict[str, PersonRegister]:
-    """Every live entry, by person, for the compiler."""
-    restrictions: dict[str, list[Restriction]] = defaultdict(list)
-    consents: dict[str, list[Consent]] = defaultdict(list)
-    for row in session.scalars(select(RegisterEntry).where(RegisterEntry.removed_at.is_(None))):
-        scope = Scope(
-            recipients=tuple(row.recipients) if row.recipients is not None else None,
-            fields=tuple(row.fields) if row.fields is not None else None,
-            purposes=tuple(row.purposes) if row.purposes is not None else None,
-        )
-        if row.kind == "consent":
-            consents[row.person_id].append(
-                Consent(row.id, row.person_id, scope, row.recorded_at, row.until)
-            )
-        else:
-            kind: RestrictionKind = "sealed" if row.kind == "sealed" else "objection"
-            restrictions[row.person_id].append(
-                Restriction(row.id, row.person_id, kind, scope, row.recorded_at, row.until)
-            )
-    return {
-        person: PersonRegister(tuple(restrictions[person]), tuple(consents[person]))
-        for person in sorted(set(restrictions) | set(consents))
-    }
+def entry_of(row: RegisterEntry) -> Restriction | Consent:
+    """A stored entry as the decision engine reads it."""
+    scope = Scope(
+        recipients=tuple(row.recipients) if row.recipients is not None else None,
+        fields=tuple(row.fields) if row.fields is not None else None,
+        purposes=tuple(row.purposes) if row.purposes is not None else None,
+    )
+    if row.kind == "consent":
+        return Consent(row.id, row.person_id, scope, row.recorded_at, row.until)
+    kind: RestrictionKind = "sealed" if row.kind == "sealed" else "objection"
+    return Restriction(row.id, row.person_id, kind, scope, row.recorded_at, row.until)

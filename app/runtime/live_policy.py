@@ -29,7 +29,6 @@ from app.clients.service import load_callers
 from app.errors import PolicyUnavailable
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import load_vocabulary
-from app.register.service import load_register
 from app.runtime.callers import Caller
 from app.runtime.metrics import (
     CLIENT_REVISION,
@@ -45,17 +44,15 @@ log = structlog.get_logger(__name__)
 
 
 def load_policy(engine: Engine, *, vocabulary_file: Path, model_file: Path) -> CompiledPolicy:
-    """Read agreements and register at one policy revision and compile them."""
+    """Read the agreements at one policy revision and compile them."""
     vocabulary = load_vocabulary(vocabulary_file)
     with Session(engine) as session, session.begin():
         revision = read_revision(session, POLICY)
         agreements = current_agreements(session, vocabulary)
-        register = load_register(session)
     return compile_policy(
         revision=revision,
         vocabulary=vocabulary,
         agreements=agreements,
-        register=register,
         model_text=model_file.read_text(encoding="utf-8"),
     )
 
@@ -202,7 +199,6 @@ class LivePolicy:
             "policy loaded",
             policy_revision=policy.revision,
             agreements=len(policy.agreements),
-            persons_in_register=len(policy.register),
         )
 
     async def follow(self, interval: float) -> None:

@@ -54,6 +54,14 @@ CLIENT_REVISION = Gauge(
     "Client revision whose API keys this process accepts",
     multiprocess_mode="max",
 )
+REGISTER_SEQ = Gauge(
+    "accord_register_seq",
+    "The last register change this process applied (the register feed's number)",
+    multiprocess_mode="max",
+)
+REGISTER_CHANGES_APPLIED = Counter(
+    "accord_register_changes_applied", "Register changes this process applied from the feed"
+)
 POLICY_RELOAD_FAILURES = Counter(
     "accord_policy_reload_failures", "Policy revisions that failed to load or compile"
 )

@@ -1,8 +1,9 @@
 """Revisions: one-row counters bumped in the same transaction as the change they follow.
 
-Two feeds: the policy revision (agreements, register), at which a replica
-compiles its policy, and the client revision (API clients), at which it only
-reloads its callers.
+Three feeds: the policy revision (agreements), at which a replica compiles
+its policy; the client revision (API clients), at which it only reloads its
+callers; and the register revision, the number of the register change feed's
+last change (app/register/feed.py), which a replica follows change by change.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from app.store.tables import ClientState, PolicyState
+from app.store.tables import ClientState, PolicyState, RegisterState
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,12 @@ class Feed:
     """What a change moves: the revision replicas follow for that kind of record."""
 
     name: str
-    table: type[PolicyState] | type[ClientState]
+    table: type[PolicyState] | type[ClientState] | type[RegisterState]
 
 
 POLICY = Feed("policy", PolicyState)
 CLIENTS = Feed("clients", ClientState)
+REGISTER = Feed("register", RegisterState)
 
 
 @dataclass(frozen=True)
@@ -34,13 +36,13 @@ class Revisions:
     clients: int
 
 
-def bump_revision(session: Session, feed: Feed) -> int:
+def bump_revision(session: Session, feed: Feed, by: int = 1) -> int:
     """Advance `feed`'s revision; the caller's commit makes change and bump visible together."""
     table = feed.table
     revision = session.execute(
         update(table)
         .where(table.id == 1)
-        .values(revision=table.revision + 1, changed_at=datetime.now(UTC))
+        .values(revision=table.revision + by, changed_at=datetime.now(UTC))
         .returning(table.revision)
     ).scalar_one()
     return int(revision)

@@ -58,7 +58,7 @@ class Base(DeclarativeBase):
 
 
 class PolicyState(Base):
-    """One row: the policy revision, bumped by every agreement or register change."""
+    """One row: the policy revision, bumped by every agreement change."""
 
     __tablename__ = "policy_state"
 
@@ -78,6 +78,32 @@ class ClientState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime]
+
+
+class RegisterState(Base):
+    """One row: the number of the register change feed's last change.
+
+    A register write bumps it first: its row lock orders the feed's numbers as
+    the writes commit, so a replica that has read up to N has seen every change
+    numbered N or less.
+    """
+
+    __tablename__ = "register_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime]
+
+
+class RegisterChange(Base):
+    """One register entry written (recorded, replaced or removed), in commit order."""
+
+    __tablename__ = "register_changes"
+
+    seq: Mapped[int] = mapped_column(SequenceNumber, primary_key=True, autoincrement=False)
+    entry_id: Mapped[str] = mapped_column(String(128))
+    person_id: Mapped[str] = mapped_column(String(128))
     changed_at: Mapped[datetime]
 
 

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.decision.service import DecisionService
 from app.runtime.clock import Clock
 from app.runtime.live_policy import LivePolicy
+from app.runtime.register import LiveRegister
 
 
 def _session(request: Request) -> Iterator[Session]:
@@ -28,6 +29,11 @@ def _session(request: Request) -> Iterator[Session]:
 async def _live(request: Request) -> LivePolicy:
     live: LivePolicy = request.app.state.live
     return live
+
+
+async def _register(request: Request) -> LiveRegister:
+    register: LiveRegister = request.app.state.register
+    return register
 
 
 async def _decisions(request: Request) -> DecisionService:
@@ -52,6 +58,7 @@ async def _request_id(request: Request) -> str:
 
 DbSession = Annotated[Session, Depends(_session)]
 Live = Annotated[LivePolicy, Depends(_live)]
+Register = Annotated[LiveRegister, Depends(_register)]
 Decisions = Annotated[DecisionService, Depends(_decisions)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 RequestId = Annotated[str, Depends(_request_id)]

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Connection, text
 
 from app.audit.reviews import BreakGlassQueue
@@ -27,6 +27,7 @@ class Readiness(BaseModel):
     status: str
     policy_revision: int
     client_revision: int
+    register_seq: int = Field(description="The last register change this replica applied")
 
 
 # PostgreSQL: can this session write audit rows? A read-only cluster, database or
@@ -59,7 +60,8 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Problem}})
 async def readyz(request: Request) -> Readiness | Response:
-    """Ready to decide: the database answers, and a policy and the API clients are loaded."""
+    """Ready to decide: the database answers; a policy, the API clients and a current
+    view of the register are loaded."""
     engine = request.app.state.engine
 
     def ping() -> bool:
@@ -81,8 +83,18 @@ async def readyz(request: Request) -> Readiness | Response:
     client_revision = live.clients.revision
     if client_revision is None:
         return problem_response(503, "Not ready", "no API clients loaded")
+    register = request.app.state.register
+    if not register.is_current() or register.seq is None:
+        return problem_response(
+            503,
+            "Not ready",
+            f"register view not confirmed current for {register.lag_seconds():.1f} s",
+        )
     return Readiness(
-        status="ready", policy_revision=live.current.revision, client_revision=client_revision
+        status="ready",
+        policy_revision=live.current.revision,
+        client_revision=client_revision,
+        register_seq=register.seq,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,12 +12,14 @@ from app.decision.engine import PersonFacts, Question
 from app.decision.policy_tests import register_of
 from app.policy.agreements import parse_agreement
 from app.policy.compiler import compile_policy
+from app.policy.register import NO_ENTRIES
 from tests.conftest import SCENARIO, load_yaml
 from tests.scenario import (
     MODEL_TEXT,
     evaluate_on,
     scenario_agreements,
     scenario_policy,
+    scenario_register,
     scenario_vocabulary,
 )
 
@@ -25,7 +28,10 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DECIDABLE = [c for c in load_yaml(SCENARIO / "cases.yaml")["cases"] if "status" not in c["expect"]]
 
 
-def _question(request: dict[str, Any], field: str | None = None) -> tuple[Question, PersonFacts]:
+def _question(
+    request: dict[str, Any], field: str | None = None, recorded_at: datetime = RECORDED
+) -> tuple[Question, PersonFacts]:
+    """The request's question, and the person's facts with their scenario register entries."""
     subject = request["subject"]
     question = Question(
         requester=request["requester"],
@@ -35,12 +41,14 @@ def _question(request: dict[str, Any], field: str | None = None) -> tuple[Questi
         purpose=request["purpose"],
         emergency=bool(request.get("context", {}).get("emergency")),
     )
-    return question, PersonFacts(subject["id"], subject.get("attributes", {}).get("age"))
+    entries = scenario_register(recorded_at).get(subject["id"], NO_ENTRIES)
+    age = subject.get("attributes", {}).get("age")
+    return question, PersonFacts(subject["id"], age, register=entries)
 
 
 @pytest.mark.parametrize("case", DECIDABLE, ids=[c["name"] for c in DECIDABLE])
 def test_scenario_case_on_the_engine(case: dict[str, Any]) -> None:
-    policy = scenario_policy(RECORDED)
+    policy = scenario_policy()
     decision = evaluate_on(policy, *_question(case["request"]), NOW)
     expect = case["expect"]
     assert ("permit" if decision.permit else "deny") == expect["decision"]
@@ -52,16 +60,18 @@ def test_scenario_case_on_the_engine(case: dict[str, Any]) -> None:
 
 
 def test_a_register_entry_applies_only_from_when_it_was_recorded() -> None:
-    policy = scenario_policy(recorded_at=NOW + timedelta(hours=1))
+    policy = scenario_policy()
     sealed = next(c for c in DECIDABLE if c["name"] == "a sealed address is never shared")[
         "request"
     ]
-    assert evaluate_on(policy, *_question(sealed), NOW).permit
-    assert not evaluate_on(policy, *_question(sealed), NOW + timedelta(hours=2)).permit
+    later = NOW + timedelta(hours=1)
+    assert evaluate_on(policy, *_question(sealed, recorded_at=later), NOW).permit
+    asked = _question(sealed, recorded_at=later)
+    assert not evaluate_on(policy, *asked, NOW + timedelta(hours=2)).permit
 
 
 def test_a_lapsed_consent_stops_permitting_at_its_until() -> None:
-    policy = scenario_policy(RECORDED)
+    policy = scenario_policy()
     question = Question(
         "la.blackpool.early-help",
         "edu.blackpool-schools",
@@ -69,7 +79,7 @@ def test_a_lapsed_consent_stops_permitting_at_its_until() -> None:
         "education.attendance",
         "early-help",
     )
-    facts = PersonFacts("P-301", 15)
+    facts = PersonFacts("P-301", 15, register=scenario_register(RECORDED)["P-301"])
     assert evaluate_on(policy, question, facts, NOW).permit
     after = datetime(2099, 1, 1, tzinfo=UTC)
     decision = evaluate_on(policy, question, facts, after)
@@ -83,7 +93,6 @@ def test_validity_window_takes_effect_at_its_boundary_without_recompiling() -> N
         revision=1,
         vocabulary=vocabulary,
         agreements=[parse_agreement(document, vocabulary)],
-        register={},
         model_text=MODEL_TEXT,
     )
     question = Question(
@@ -105,7 +114,7 @@ def test_validity_window_takes_effect_at_its_boundary_without_recompiling() -> N
 
 @pytest.mark.parametrize(("age", "permit"), [(17, True), (18, False), (0, True), (None, False)])
 def test_age_bounds_are_inclusive_and_an_unknown_age_fails(age: int | None, permit: bool) -> None:
-    policy = scenario_policy(RECORDED)
+    policy = scenario_policy()
     question = Question(
         "la.blackpool.childrens-services",
         "police.lancashire",
@@ -126,7 +135,6 @@ def test_obligations_reach_only_the_fields_they_name() -> None:
         revision=1,
         vocabulary=vocabulary,
         agreements=[parse_agreement(document, vocabulary)],
-        register={},
         model_text=MODEL_TEXT,
     )
     base = ("la.blackpool.childrens-services", "police.lancashire", "P-1")
@@ -157,18 +165,16 @@ def test_a_restricted_leaf_decides_a_category_over_an_earlier_uncovered_one() ->
         revision=1,
         vocabulary=vocabulary,
         agreements=scenario_agreements(vocabulary),
-        register=register_of({"restrictions": [seal]}, RECORDED),
         model_text=MODEL_TEXT,
     )
+    entries = register_of({"restrictions": [seal]}, RECORDED)["P-500"]
+    facts = PersonFacts("P-500", 34, register=entries)
     # from the police, health.physical is not granted; health.mental is, but it is sealed
-    request = {
-        **ADULT,
-        "holder": "police.lancashire",
-        "subject": {"id": "P-500", "attributes": {"age": 34}},
-        "field": "health",
-    }
-    decision = evaluate_on(policy, *_question(request), NOW)
-    assert not evaluate_on(policy, *_question(request, field="health.physical"), NOW).permit
+    request = {**ADULT, "holder": "police.lancashire", "field": "health"}
+    question = replace(_question(request)[0], person_id="P-500")
+    decision = evaluate_on(policy, question, facts, NOW)
+    physical = replace(question, field="health.physical")
+    assert not evaluate_on(policy, physical, facts, NOW).permit
     assert (decision.permit, decision.reason) == (False, "person-restriction")
     assert decision.restriction_id == "r-seal-mental"
     assert decision.field == "health"
@@ -176,7 +182,7 @@ def test_a_restricted_leaf_decides_a_category_over_an_earlier_uncovered_one() ->
 
 
 def test_a_category_is_denied_with_the_first_leaf_no_grant_covers() -> None:
-    policy = scenario_policy(RECORDED)
+    policy = scenario_policy()
     request = {
         **ADULT,
         "holder": "nhs.blackpool-hospitals",
@@ -194,7 +200,7 @@ def test_a_category_is_denied_with_the_first_leaf_no_grant_covers() -> None:
 
 
 def test_a_category_that_needs_break_glass_for_one_leaf_is_a_break_glass_permit() -> None:
-    policy = scenario_policy(RECORDED)
+    policy = scenario_policy()
     request = {
         **ADULT,
         "holder": "nhs.blackpool-hospitals",
@@ -209,7 +215,7 @@ def test_a_category_that_needs_break_glass_for_one_leaf_is_a_break_glass_permit(
 
 
 def test_break_glass_over_an_objection_on_a_category_names_the_objection() -> None:
-    policy = scenario_policy(RECORDED)
+    policy = scenario_policy()
     request = {
         **ADULT,
         "holder": "nhs.lancashire-mental-health",

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from app.decision.engine import PersonFacts, Question
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import compile_policy
-from app.policy.register import PersonRegister, Restriction, Scope
+from app.policy.register import NO_ENTRIES, PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
 from tests.scenario import MODEL_TEXT, evaluate_on, scenario_vocabulary
 
@@ -101,13 +102,11 @@ def _decide(
     asked: tuple[Question, PersonFacts],
 ) -> bool:
     policy = compile_policy(
-        revision=1,
-        vocabulary=VOCABULARY,
-        agreements=agreements,
-        register=register,
-        model_text=MODEL_TEXT,
+        revision=1, vocabulary=VOCABULARY, agreements=agreements, model_text=MODEL_TEXT
     )
-    return evaluate_on(policy, asked[0], asked[1], NOW).permit
+    question, facts = asked
+    entries = register.get(question.person_id, NO_ENTRIES)
+    return evaluate_on(policy, question, replace(facts, register=entries), NOW).permit
 
 
 def _covers(vocabulary: Vocabulary, names: tuple[str, ...], asked: str, tree: str) -> bool:
@@ -127,7 +126,6 @@ def test_a_permit_rests_on_an_agreement_in_force_that_covers_the_request(
         revision=1,
         vocabulary=VOCABULARY,
         agreements=partnership,
-        register={},
         model_text=MODEL_TEXT,
     )
     question, facts = asked

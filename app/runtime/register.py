@@ -1,0 +1,165 @@
+"""The person register as this replica holds it: every person's entries, kept current
+from the register change feed, never compiled into the policy.
+
+A background task reads the changes after the last one applied (a few rows,
+usually none) and swaps each touched person's entries in with one
+assignment. A decision takes the asking person's entries from here; if this
+view has not been confirmed current within ACCORD_REGISTER_MAX_LAG_SECONDS
+(the feed cannot be read), decisions fail closed with 503: a missing
+objection must never turn into a permit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app.errors import Unavailable
+from app.policy.register import NO_ENTRIES, Consent, PersonRegister, Restriction
+from app.register.feed import CHANGES_PER_READ, changes_after, feed_head, live_entries
+from app.register.service import entry_of
+from app.runtime.metrics import REGISTER_CHANGES_APPLIED, REGISTER_SEQ
+
+log = structlog.get_logger(__name__)
+
+
+class RegisterStale(Unavailable):
+    """This replica cannot confirm its view of the register is current (503)."""
+
+    title = "Register unavailable: no decision was made"
+
+
+def _with(
+    entries: PersonRegister, entry: Restriction | Consent | None, entry_id: str
+) -> PersonRegister:
+    """A person's entries with `entry_id` replaced by `entry` (None: removed)."""
+    restrictions = tuple(r for r in entries.restrictions if r.id != entry_id)
+    consents = tuple(c for c in entries.consents if c.id != entry_id)
+    if isinstance(entry, Restriction):
+        restrictions += (entry,)
+    elif isinstance(entry, Consent):
+        consents += (entry,)
+    return PersonRegister(restrictions, consents) if restrictions or consents else NO_ENTRIES
+
+
+class LiveRegister:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_lag_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._max_lag = max_lag_seconds
+        self._monotonic = monotonic
+        self._by_person: dict[str, PersonRegister] = {}
+        self._person_of: dict[str, str] = {}  # entry id -> the person it is filed under
+        self._seq: int | None = None  # the last change applied; None: not loaded
+        self._confirmed_at = float("-inf")  # when a read last reached the feed's head
+        self._reading = threading.Lock()
+
+    @property
+    def seq(self) -> int | None:
+        return self._seq
+
+    @property
+    def persons(self) -> int:
+        return len(self._by_person)
+
+    def lag_seconds(self) -> float:
+        """How long since this view was last confirmed current."""
+        return self._monotonic() - self._confirmed_at
+
+    def is_current(self) -> bool:
+        return self._seq is not None and self.lag_seconds() <= self._max_lag
+
+    def entries(self, person_id: str) -> PersonRegister:
+        """The person's live entries; RegisterStale if this view may be behind."""
+        if not self.is_current():
+            raise RegisterStale(
+                "this replica has not confirmed its view of the person register within "
+                f"{self._max_lag:g} s (ACCORD_REGISTER_MAX_LAG_SECONDS)"
+            )
+        return self._by_person.get(person_id, NO_ENTRIES)
+
+    def refresh(self) -> None:
+        """Load the register, or apply the changes since the last one (blocking)."""
+        with self._reading:
+            started = self._monotonic()
+            if self._seq is None:
+                self._load()
+            else:
+                self._catch_up()
+            self._confirmed_at = started  # everything committed before `started` is seen
+
+    def _load(self) -> None:
+        by_person: dict[str, list[Restriction | Consent]] = defaultdict(list)
+        with Session(self._engine) as session, session.begin():
+            head = feed_head(session)  # first: entries read after it are at least as new
+            for row in live_entries(session):
+                by_person[row.person_id].append(entry_of(row))
+        self._by_person = {
+            person: PersonRegister(
+                tuple(e for e in entries if isinstance(e, Restriction)),
+                tuple(e for e in entries if isinstance(e, Consent)),
+            )
+            for person, entries in by_person.items()
+        }
+        self._person_of = {
+            entry.id: person for person, entries in by_person.items() for entry in entries
+        }
+        self._seq = head
+        REGISTER_SEQ.set(head)
+        log.info("register loaded", register_seq=head, persons=len(self._by_person))
+
+    def _catch_up(self) -> None:
+        assert self._seq is not None
+        while True:
+            with Session(self._engine) as session:
+                changes = changes_after(session, self._seq)
+                for change in changes:
+                    row = change.entry
+                    entry = entry_of(row) if row is not None and row.removed_at is None else None
+                    self._apply(change.entry_id, entry)
+                    self._seq = change.seq
+            if changes:
+                REGISTER_CHANGES_APPLIED.inc(len(changes))
+                REGISTER_SEQ.set(self._seq)
+            if len(changes) < CHANGES_PER_READ:
+                return
+
+    def _apply(self, entry_id: str, entry: Restriction | Consent | None) -> None:
+        """Swap in the touched persons' entries, each with one assignment, so a decision
+        never sees a person between an entry's old and new content."""
+        before = self._person_of.pop(entry_id, None)
+        after = entry.person_id if entry is not None else None
+        if before is not None and before != after:
+            self._put(before, _with(self._by_person.get(before, NO_ENTRIES), None, entry_id))
+        if entry is not None and after is not None:
+            self._put(after, _with(self._by_person.get(after, NO_ENTRIES), entry, entry_id))
+            self._person_of[entry_id] = after
+
+    def _put(self, person_id: str, entries: PersonRegister) -> None:
+        if entries.empty:
+            self._by_person.pop(person_id, None)
+        else:
+            self._by_person[person_id] = entries
+
+    async def follow(self, interval: float) -> None:
+        """Refresh every `interval` seconds until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the view ages; past its lag decisions fail closed
+                log.error("register refresh failed", error=str(exc).splitlines()[0])
+            await asyncio.sleep(interval)
