@@ -107,7 +107,7 @@ def test_client_changes_compile_nothing_and_a_revoked_key_is_refused_on_another_
         ]
         assert changes[0]["before"]["revoked"] is False and changes[0]["after"]["revoked"] is True
 
-    # The control: a register change moves the policy revision and every replica compiles once.
+    # A register change compiles nothing either: the register is data (its own feed).
     restriction = replica_1.post(
         "/v1/register/restrictions",
         json={
@@ -119,6 +119,14 @@ def test_client_changes_compile_nothing_and_a_revoked_key_is_refused_on_another_
         },
     )
     assert restriction.status_code == 201, restriction.text
+    assert [_compiles(replica) for replica in replicas] == compiles
+
+    # The control: an agreement change moves the policy revision and every replica
+    # compiles once.
+    suspended = replica_1.post(
+        "/v1/agreements/isa-riverton-discharge/suspend", json={"reason": "control"}
+    )
+    assert suspended.status_code == 201, suspended.text
     assert wait_until(lambda: all(_revisions(r)[0] == stored.policy + 1 for r in replicas), 2.0), (
         "a replica did not follow the policy revision"
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import httpx
 
 from app.store.database import make_engine
-from app.store.revisions import read_revisions
+from app.store.revisions import REGISTER, read_revision, read_revisions
 from tests.conftest import Backend, Server, free_port, scenario_env
 
 
@@ -24,10 +24,12 @@ def test_readyz_reports_the_policy_revision(
     ready = httpx.get(f"{server.url}/readyz").json()
     with make_engine(database_url).connect() as connection:
         revisions = read_revisions(connection)
+        register_seq = read_revision(connection, REGISTER)
     assert ready == {
         "status": "ready",
         "policy_revision": revisions.policy,
         "client_revision": revisions.clients,
+        "register_seq": register_seq,
     }
 
 
