@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 
 from app.runtime.callers import SCOPES
 from app.store.tables import AuditDecision
-from tests.conftest import ScenarioService, Server, create_key, scenario_env, wait_until
+from tests.conftest import (
+    ProcessServer,
+    ScenarioService,
+    Server,
+    create_key,
+    scenario_env,
+    wait_until,
+)
 
 OVERSEE = frozenset({"manage", "audit"})
 MANAGE = frozenset({"manage"})
@@ -278,10 +285,11 @@ def test_client_lifecycle_through_the_api(
     ]
 
 
+@pytest.mark.slow  # its log lines: a real `accord serve`
 def test_keys_are_never_logged(
-    database_url: str, server_factory: Callable[[dict[str, str]], Server]
+    database_url: str, process_server_factory: Callable[[dict[str, str]], ProcessServer]
 ) -> None:
-    server = server_factory(scenario_env(database_url))
+    server = process_server_factory(scenario_env(database_url))
     unknown = "acc_" + secrets.token_urlsafe(32)
     new = {"id": "t-leak", "name": "Leak", "scopes": ["decide"], "agencies": [AGENCY_A]}
     created = server.post("/v1/clients", json=new)

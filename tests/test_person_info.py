@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.store.tables import AuditDecision
-from tests.conftest import SCENARIO, Server, accord, scenario_env
+from tests.conftest import Server, import_agreements_from, scenario_env
 
 TIMEOUT = 0.5  # ACCORD_PERSON_INFO_TIMEOUT_SECONDS
 SLOW = -1  # a status meaning: answer only long after the timeout
@@ -97,7 +97,7 @@ def accord_server(
         "ACCORD_PERSON_INFO_TIMEOUT_SECONDS": str(TIMEOUT),
         "ACCORD_PERSON_INFO_CACHE_SECONDS": "60",
     }
-    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+    import_agreements_from(env)
     return server_factory(env)
 
 

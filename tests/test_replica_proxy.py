@@ -53,6 +53,8 @@ from tests.conftest import (
 )
 from tests.postgres import ThrowawayPostgres
 
+pytestmark = pytest.mark.slow  # replicas behind nginx, SIGTERM and kill -9
+
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
