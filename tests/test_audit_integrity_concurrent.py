@@ -204,6 +204,7 @@ def _head(env: dict[str, str]) -> dict[str, Any]:
     return head
 
 
+@pytest.mark.slow
 def test_the_head_command_prints_the_chain_head(database_url: str, engine: Engine) -> None:
     env = scenario_env(database_url)
     empty = _head(env)

@@ -662,6 +662,7 @@ def _execute(engine: Engine, statement: str, **params: Any) -> None:
         connection.execute(text(statement), params)
 
 
+@pytest.mark.slow
 def test_an_edited_or_removed_row_is_named_by_verify(
     backend: Backend,
     database_url: str,
@@ -824,6 +825,7 @@ def test_purge_removes_only_a_verified_prefix_behind_a_checkpoint(engine: Engine
     assert verification.last_seq == 61
 
 
+@pytest.mark.slow
 def test_the_purge_command_refuses_recent_and_future_dates(
     database_url: str, engine: Engine
 ) -> None:

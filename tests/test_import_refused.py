@@ -118,6 +118,7 @@ def _stored(url: str) -> tuple[list[tuple[str, int, str]], int, int]:
         engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corruption", sorted(CORRUPT))
 def test_a_corrupt_file_refuses_the_import_and_the_server_answers_as_before(
     corruption: str,

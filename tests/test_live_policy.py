@@ -25,6 +25,7 @@ def _sample(database_url: str, vocabulary: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_a_revoked_key_stops_working_even_when_the_new_policy_cannot_load(
     database_url: str, engine: Engine, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,8 @@ from app.policy.compiler import compile_policy
 from app.policy.register import PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
 from tests.scenario import MODEL_TEXT, scenario_vocabulary
+
+pytestmark = pytest.mark.slow  # Hypothesis: hundreds of compiled partnerships a property
 
 VOCABULARY = scenario_vocabulary()
 AGENCY_NAMES = sorted([*VOCABULARY.agencies, *VOCABULARY.groups])
