@@ -272,12 +272,12 @@ class _LoopTransport(httpx.BaseTransport):
         self.server = server
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = _Replay([bytes(chunk) for chunk in request.stream])  # type: ignore[union-attr]
+        sent = _Replay([bytes(chunk) for chunk in request.stream])  # type: ignore[union-attr]
         forwarded = httpx.Request(
             request.method,
             request.url,
             headers=request.headers,
-            stream=body,
+            stream=sent,
             extensions=request.extensions,
         )
         future = asyncio.run_coroutine_threadsafe(self._send(forwarded), self.server.loop)

@@ -89,7 +89,7 @@ CLIENTS = {
 
 def _call(server: Server, method: str, path: str, key: str | None) -> httpx.Response:
     url = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], path)
-    body = {"json": {}} if method == "POST" else {}
+    body: dict[str, Any] = {"json": {}} if method == "POST" else {}
     return server.request(method, url, key=key, **body)
 
 
@@ -124,7 +124,11 @@ def keys(scenario_service: ScenarioService) -> dict[str, str]:
         for scope, (client_id, agency) in CLIENTS.items()
     }
     for key in made.values():
-        assert wait_until(lambda k=key: server.get("/v1/vocabulary", key=k).is_success, 5)
+
+        def valid(k: str = key) -> bool:
+            return server.get("/v1/vocabulary", key=k).is_success
+
+        assert wait_until(valid, 5)
     return made
 
 

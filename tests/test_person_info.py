@@ -31,7 +31,11 @@ CHILDREN = {
     "holder": "police.lancashire",
     "purpose": "safeguarding.children",
 }
-ADULTS = {**CHILDREN, "requester": "la.blackpool.adult-services", "purpose": "safeguarding.adults"}
+ADULTS: dict[str, Any] = {
+    **CHILDREN,
+    "requester": "la.blackpool.adult-services",
+    "purpose": "safeguarding.adults",
+}
 
 
 class PersonInfoServer:
@@ -113,7 +117,8 @@ def decide(
     }
     response = server.post("/v1/decisions", json=body)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def check_audited(engine: Engine, answer: dict[str, Any], decision: str, reason: str) -> None:

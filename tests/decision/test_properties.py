@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -88,7 +88,8 @@ def restrictions(draw: st.DrawFn) -> Restriction:
         )
         return None if picked is None else tuple(picked)
 
-    kind = draw(st.sampled_from(["sealed", "objection"]))
+    kinds: list[Literal["sealed", "objection"]] = ["sealed", "objection"]
+    kind = draw(st.sampled_from(kinds))
     fields = (
         maybe(FIELDS)
         if kind == "objection"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from datetime import UTC, datetime
+from typing import Any
 
 from app.decision.engine import PersonFacts, Question, evaluate
 from app.policy.compiler import Stage
@@ -96,7 +97,7 @@ def test_a_replaced_policy_is_freed_without_the_cyclic_collector() -> None:
             "la.blackpool.childrens-services", "police.lancashire", "P-201", field, "safeguarding"
         )
         evaluate(policy, question, PersonFacts("P-201", 12), datetime.now(UTC))
-    freed = [weakref.ref(policy), weakref.ref(policy.enforcer)]
+    freed: list[weakref.ref[Any]] = [weakref.ref(policy), weakref.ref(policy.enforcer)]
     gc.disable()
     try:
         del policy
