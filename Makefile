@@ -1,11 +1,12 @@
-# The two commands: `make run` (serve the sample partnership on SQLite) and `make test`.
+# The two commands: `make run` (serve the sample partnership on SQLite) and `make test`
+# (`make test-fast`: the in-process tests on SQLite alone, in under a minute).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ACCORD := $(BIN)/accord
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-system-packages lint openapi bench audit constraints clean
+.PHONY: run test test-fast test-system-packages lint openapi bench audit constraints clean
 
 # The partner client (clients/python, distribution accord-client) too: tests/test_client.py uses it.
 $(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
@@ -52,14 +53,19 @@ test-system-packages:
 test: $(STAMP) test-system-packages
 	$(BIN)/ruff check app tests migrations bench clients
 	$(BIN)/ruff format --check app tests migrations bench clients
-	$(BIN)/mypy app clients/python/accord_client
+	$(BIN)/mypy app tests clients/python/accord_client
 	$(BIN)/lint-imports
 	$(ACCORD) policy test policies/tests
 	$(BIN)/pytest
 
+# The quick loop: no PostgreSQL, no Chromium, no `accord serve` process nor anything slow
+# (pyproject.toml's pytest markers); `make test` runs everything on both backends.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not postgres and not browser and not slow"
+
 lint: $(STAMP)
 	$(BIN)/ruff check app tests migrations bench clients
-	$(BIN)/mypy app clients/python/accord_client
+	$(BIN)/mypy app tests clients/python/accord_client
 	$(BIN)/lint-imports
 
 # The performance benchmarks in one recorded run (a few minutes; not part of `make test`).

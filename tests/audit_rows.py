@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Engine, select
@@ -49,7 +50,7 @@ def write_rows(engine: Engine, moments: list[datetime]) -> None:
         writer.stop()
 
 
-def recorded_decision_ids(database_url: str, decision_ids: list[str]) -> set[str]:
+def recorded_decision_ids(database_url: str, decision_ids: Sequence[str | None]) -> set[str]:
     """Which of these decision ids have their row in the audit table."""
     engine = make_engine(database_url)
     try:

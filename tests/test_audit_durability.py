@@ -17,7 +17,12 @@ from app.audit.record import AuditRecord
 from app.audit.writer import AuditWriter
 from app.errors import AuditUnavailable
 from app.store.tables import AuditDecision
-from tests.conftest import MASH_REQUEST, SCENARIO, Server, accord, scenario_env
+from tests.conftest import (
+    MASH_REQUEST,
+    Server,
+    import_agreements_from,
+    scenario_env,
+)
 
 
 def _rows(engine: Engine) -> int:
@@ -55,7 +60,7 @@ def scenario_server(
     database_url: str, server_factory: Callable[[dict[str, str]], Server]
 ) -> Server:
     env = {**scenario_env(database_url), "ACCORD_AUDIT_TIMEOUT_SECONDS": "1"}
-    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+    import_agreements_from(env)
     return server_factory(env)
 
 

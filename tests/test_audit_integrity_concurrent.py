@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -24,7 +24,14 @@ from app.config import PROJECT_DIR
 from app.store.database import make_engine, upgrade_schema
 from app.store.tables import AuditChainHead, AuditCheckpoint, AuditDecision
 from tests.audit_rows import write_rows
-from tests.conftest import MASH_REQUEST, SCENARIO, Server, accord, scenario_env
+from tests.conftest import (
+    MASH_REQUEST,
+    ProcessServer,
+    Server,
+    accord,
+    import_agreements_from,
+    scenario_env,
+)
 from tests.postgres import ThrowawayPostgres
 
 
@@ -87,15 +94,19 @@ def _rows(engine: Engine) -> int:
         return int(connection.scalar(select(func.count()).select_from(AuditDecision)) or 0)
 
 
-def _serve(database_url: str, server_factory: Callable[[dict[str, str]], Server]) -> Server:
+S = TypeVar("S", bound=Server)
+
+
+def _serve(database_url: str, server_factory: Callable[[dict[str, str]], S]) -> S:
     env = scenario_env(database_url)
-    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+    import_agreements_from(env)
     return server_factory(env)
 
 
 # 1. Verify under load: rows committed while it reads are not a break.
 
 
+@pytest.mark.slow
 def test_verify_is_intact_every_time_while_decisions_are_written(
     database_url: str, engine: Engine, server_factory: Callable[[dict[str, str]], Server]
 ) -> None:
@@ -132,11 +143,14 @@ def test_verify_is_intact_every_time_while_decisions_are_written(
 OLD_ROWS = 60_000
 
 
+@pytest.mark.slow  # a latency bound: a real `accord serve`, not one sharing the test's GIL
 def test_a_purge_of_many_rows_does_not_stall_decisions(
-    database_url: str, engine: Engine, server_factory: Callable[[dict[str, str]], Server]
+    database_url: str,
+    engine: Engine,
+    process_server_factory: Callable[[dict[str, str]], ProcessServer],
 ) -> None:
     _write(engine, OLD_ROWS, datetime.now(UTC) - timedelta(days=3650))
-    server = _serve(database_url, server_factory)
+    server = _serve(database_url, process_server_factory)
     env = scenario_env(database_url)
     verified: list[tuple[int, str, str]] = []
     purging = threading.Event()
@@ -190,6 +204,7 @@ def _head(env: dict[str, str]) -> dict[str, Any]:
     return head
 
 
+@pytest.mark.slow
 def test_the_head_command_prints_the_chain_head(database_url: str, engine: Engine) -> None:
     env = scenario_env(database_url)
     empty = _head(env)

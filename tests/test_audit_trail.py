@@ -30,17 +30,20 @@ from sqlalchemy.orm import Session
 
 from app.audit.integrity import Purge, purge_before, verify_chain
 from app.errors import InvalidRequest
+from app.runtime.clock import FixedClock
 from app.store.tables import AuditCheckpoint, AuditDecision
 from tests.audit_rows import write_rows
 from tests.conftest import (
-    SCENARIO,
     Backend,
     ScenarioService,
     Server,
+    ServerFactory,
     accord,
     all_pages,
     create_key,
+    import_agreements_from,
     scenario_env,
+    start_server,
 )
 
 CHILDREN = "la.blackpool.childrens-services"
@@ -207,9 +210,7 @@ def trail(scenario_service: ScenarioService) -> Iterator[Trail]:
     _wait_for_key(server, local_key)
     with (
         server.client() as admin_api,
-        httpx.Client(
-            base_url=server.url, timeout=30, headers={"authorization": f"Bearer {local_key}"}
-        ) as local_api,
+        server.client(key=local_key, timeout=30) as local_api,
     ):
         admin = Caller(server.client_id, admin_api, None)
         local = Caller(
@@ -410,6 +411,19 @@ def test_paging_while_another_thread_keeps_deciding(trail: Trail) -> None:
 # 3. Export.
 
 
+@pytest.fixture(scope="module")
+def http_api(trail: Trail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A real `accord serve` on the trail's database: the exports' chunked transfer
+    encoding is the HTTP server's."""
+    env = scenario_env(trail.service.database_url)
+    server = start_server(env, tmp_path_factory.mktemp("export"))
+    try:
+        with server.client() as api:
+            yield api
+    finally:
+        server.stop()
+
+
 def _as_csv(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -423,14 +437,15 @@ def _as_csv(value: Any) -> str:
     ],
     ids=["purpose", "break-glass", "field-and-person"],
 )
+@pytest.mark.slow
 def test_both_exports_stream_the_same_rows_as_the_search(
-    trail: Trail, params: dict[str, str]
+    trail: Trail, http_api: httpx.Client, params: dict[str, str]
 ) -> None:
     searched = trail.search(**params)
     assert searched
     oldest_first = list(reversed(searched))
 
-    with trail.api.stream(
+    with http_api.stream(
         "GET", "/v1/audit/decisions/export", params={**params, "format": "csv"}
     ) as response:
         assert response.status_code == 200
@@ -447,7 +462,7 @@ def test_both_exports_stream_the_same_rows_as_the_search(
     for line, item in zip(lines, oldest_first, strict=True):
         assert dict(zip(header, line, strict=True)) == {k: _as_csv(v) for k, v in item.items()}
 
-    with trail.api.stream(
+    with http_api.stream(
         "GET", "/v1/audit/decisions/export", params={**params, "format": "ndjson"}
     ) as response:
         assert response.status_code == 200
@@ -491,7 +506,7 @@ def test_subject_access_groups_every_decision_about_the_person(trail: Trail, per
         assert datetime.fromisoformat(group["first_at"]) == min(moments)
         assert datetime.fromisoformat(group["last_at"]) == max(moments)
 
-    with httpx.Client(base_url=trail.server.url, timeout=10, follow_redirects=True) as browser:
+    with trail.server.client(key=None, timeout=10, follow_redirects=True) as browser:
         assert browser.get("/console/subject-access", params={"person": person}).url.path == (
             "/console/login"
         )
@@ -533,7 +548,7 @@ def _gauges(server: Server) -> tuple[float, float]:
 
 
 def test_break_glass_permits_are_queued_reviewed_and_flagged_overdue(
-    trail: Trail, server_factory: Callable[[dict[str, str]], Server]
+    trail: Trail, server_factory: ServerFactory
 ) -> None:
     server = trail.server
     permits = [row for row in trail.rows if row.break_glass and row.decision == "permit"]
@@ -605,15 +620,18 @@ def test_break_glass_permits_are_queued_reviewed_and_flagged_overdue(
         assert bad.status_code == 422, bad.text
     assert len(_queue(server)) == len(still_pending), "a refused review changed the queue"
 
-    # Overdue: a replica that allows a second for review, on the same database.
+    # Overdue: a replica that allows a second for review, on the same database, on a
+    # clock of its own that is then moved past the deadline (no sleeping).
+    clock = FixedClock(datetime.now(UTC))
     impatient = server_factory(
         {
             **scenario_env(trail.service.database_url),
             "ACCORD_BREAK_GLASS_REVIEW_DAYS": "0.00001",
-        }
+        },
+        clock=clock,
     )
     newest = max(row.decided_at for row in permits)
-    time.sleep(max(0.0, (newest + timedelta(seconds=2) - datetime.now(UTC)).total_seconds()))
+    clock.advance(max(timedelta(0), newest + timedelta(seconds=2) - clock.now()))
     overdue_queue = _queue(impatient)
     assert {e["decision"]["decision_id"] for e in overdue_queue} == {
         e["decision"]["decision_id"] for e in still_pending
@@ -644,6 +662,7 @@ def _execute(engine: Engine, statement: str, **params: Any) -> None:
         connection.execute(text(statement), params)
 
 
+@pytest.mark.slow
 def test_an_edited_or_removed_row_is_named_by_verify(
     backend: Backend,
     database_url: str,
@@ -651,7 +670,7 @@ def test_an_edited_or_removed_row_is_named_by_verify(
     server_factory: Callable[[dict[str, str]], Server],
 ) -> None:
     env = scenario_env(database_url)
-    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+    import_agreements_from(env)
     server = server_factory(env)
     with server.client() as api:
         admin = Caller(server.client_id, api, None)
@@ -806,6 +825,7 @@ def test_purge_removes_only_a_verified_prefix_behind_a_checkpoint(engine: Engine
     assert verification.last_seq == 61
 
 
+@pytest.mark.slow
 def test_the_purge_command_refuses_recent_and_future_dates(
     database_url: str, engine: Engine
 ) -> None:

@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 
 from app.runtime.callers import SCOPES
 from app.store.tables import AuditDecision
-from tests.conftest import ScenarioService, Server, create_key, scenario_env, wait_until
+from tests.conftest import (
+    ProcessServer,
+    ScenarioService,
+    Server,
+    create_key,
+    scenario_env,
+    wait_until,
+)
 
 OVERSEE = frozenset({"manage", "audit"})
 MANAGE = frozenset({"manage"})
@@ -82,7 +89,7 @@ CLIENTS = {
 
 def _call(server: Server, method: str, path: str, key: str | None) -> httpx.Response:
     url = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], path)
-    body = {"json": {}} if method == "POST" else {}
+    body: dict[str, Any] = {"json": {}} if method == "POST" else {}
     return server.request(method, url, key=key, **body)
 
 
@@ -117,7 +124,11 @@ def keys(scenario_service: ScenarioService) -> dict[str, str]:
         for scope, (client_id, agency) in CLIENTS.items()
     }
     for key in made.values():
-        assert wait_until(lambda k=key: server.get("/v1/vocabulary", key=k).is_success, 5)
+
+        def valid(k: str = key) -> bool:
+            return server.get("/v1/vocabulary", key=k).is_success
+
+        assert wait_until(valid, 5)
     return made
 
 
@@ -278,10 +289,11 @@ def test_client_lifecycle_through_the_api(
     ]
 
 
+@pytest.mark.slow  # its log lines: a real `accord serve`
 def test_keys_are_never_logged(
-    database_url: str, server_factory: Callable[[dict[str, str]], Server]
+    database_url: str, process_server_factory: Callable[[dict[str, str]], ProcessServer]
 ) -> None:
-    server = server_factory(scenario_env(database_url))
+    server = process_server_factory(scenario_env(database_url))
     unknown = "acc_" + secrets.token_urlsafe(32)
     new = {"id": "t-leak", "name": "Leak", "scopes": ["decide"], "agencies": [AGENCY_A]}
     created = server.post("/v1/clients", json=new)

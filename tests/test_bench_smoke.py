@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # benchmark smoke runs
 
 
 def _last_json_line(*args: str) -> dict[str, object]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import casbin
+import pytest
 import yaml
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -30,6 +31,7 @@ def _revision(engine: Engine) -> int:
         return read_revision(connection)
 
 
+@pytest.mark.slow
 def test_validate_names_each_invalid_file_and_its_reason() -> None:
     env = scenario_env("sqlite:///unused.db")
     result = accord("agreements", "validate", str(SCENARIO / "invalid"), env=env, check=False)
@@ -57,6 +59,7 @@ def test_an_import_with_one_bad_file_stores_nothing(
     assert _revision(engine) == 0
 
 
+@pytest.mark.slow
 def test_reimport_makes_a_version_only_for_a_changed_agreement(
     database_url: str, engine: Engine, tmp_path: Path
 ) -> None:
@@ -80,6 +83,7 @@ def test_reimport_makes_a_version_only_for_a_changed_agreement(
     assert _revision(engine) == first_revision + 1
 
 
+@pytest.mark.slow
 def test_a_running_server_decides_on_a_new_version_within_a_second(
     database_url: str, server_factory: Callable[[dict[str, str]], Server], tmp_path: Path
 ) -> None:
@@ -115,6 +119,7 @@ def test_a_running_server_decides_on_a_new_version_within_a_second(
     assert answer["policy_revision"] > first["policy_revision"]
 
 
+@pytest.mark.slow
 def test_export_is_a_casbin_model_and_policy_casbin_can_load(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -52,8 +52,8 @@ from tests.conftest import (
     REPO,
     SAMPLE_VOCABULARY,
     SCENARIO,
+    ProcessServer,
     ScenarioService,
-    Server,
     accord,
     create_key,
     jsonable,
@@ -67,6 +67,12 @@ DECISION_CASES = [case for case in SCENARIO_CASES["cases"] if "status" not in ca
 BATCH = SCENARIO_CASES["batches"][0]
 # What differs between two askings of the same question.
 PER_CALL = ("decision_id", "decided_at", "policy_revision")
+
+
+@pytest.fixture(scope="module")
+def scenario_service(scenario_process_service: ScenarioService) -> ScenarioService:
+    """The client library opens its own connections: the scenario behind a real `accord serve`."""
+    return scenario_process_service
 
 
 def _question(request: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +123,7 @@ def _error_texts(error: BaseException) -> list[str]:
 # -- Same answers as the raw API -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sync_and_async_decide_answer_as_the_raw_api(scenario_service: ScenarioService) -> None:
     server = scenario_service.server
 
@@ -152,6 +159,7 @@ def test_sync_and_async_decide_answer_as_the_raw_api(scenario_service: ScenarioS
             assert row.client == server.client_id
 
 
+@pytest.mark.slow
 def test_allowed_fields_are_the_batch_permits(scenario_service: ScenarioService) -> None:
     server = scenario_service.server
     request = BATCH["request"]
@@ -183,6 +191,7 @@ def test_allowed_fields_are_the_batch_permits(scenario_service: ScenarioService)
     assert batch.allowed() == expected
 
 
+@pytest.mark.slow
 def test_simulate_records_nothing(scenario_service: ScenarioService) -> None:
     server = scenario_service.server
     with AccordClient(server.url, server.key) as client:
@@ -233,6 +242,7 @@ def test_the_client_imports_nothing_of_the_server(tmp_path: Path) -> None:
 # -- Errors from problem+json ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_bad_part_raises_invalid_request_naming_it(scenario_service: ScenarioService) -> None:
     server = scenario_service.server
     question = _question(DECISION_CASES[0]["request"])
@@ -254,6 +264,7 @@ def test_a_bad_part_raises_invalid_request_naming_it(scenario_service: ScenarioS
     assert [p.name for p in bad_age.value.invalid_params] == ["subject.attributes.age"]
 
 
+@pytest.mark.slow
 def test_an_unknown_key_raises_unauthenticated(scenario_service: ScenarioService) -> None:
     server = scenario_service.server
     unknown = "acc_" + secrets.token_urlsafe(32)
@@ -272,6 +283,7 @@ def test_an_unknown_key_raises_unauthenticated(scenario_service: ScenarioService
         _no_secret_in(unknown, *_error_texts(error))
 
 
+@pytest.mark.slow
 def test_deciding_for_another_agency_raises_forbidden(scenario_service: ScenarioService) -> None:
     server = scenario_service.server
     key = create_key(
@@ -542,10 +554,12 @@ class ListenOnFirstRetry(logging.Handler):
             self.forwarder.listen()
 
 
+@pytest.mark.slow
 def test_a_server_coming_up_during_the_retries_answers(
     scenario_service: ScenarioService, closed_port: socket.socket
 ) -> None:
     server = scenario_service.server
+    assert isinstance(server, ProcessServer)
     url = f"http://127.0.0.1:{closed_port.getsockname()[1]}"
     case = DECISION_CASES[0]
     handler = ListenOnFirstRetry(Forwarder(closed_port, server.port))
@@ -595,9 +609,10 @@ def _readme_example() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_against_the_sample_policies(
     database_url: str,
-    server_factory: Callable[[dict[str, str]], Server],
+    process_server_factory: Callable[[dict[str, str]], ProcessServer],
     tmp_path: Path,
 ) -> None:
     env = {"ACCORD_DATABASE_URL": database_url, "ACCORD_VOCABULARY_FILE": str(SAMPLE_VOCABULARY)}
@@ -611,7 +626,7 @@ def test_the_readme_example_runs_against_the_sample_policies(
             agencies="la.riverton.childrens-services",
         )
     )
-    server = server_factory(env)
+    server = process_server_factory(env)
 
     code = _readme_example()
     for placeholder in ('"http://127.0.0.1:8000"', '"var/demo.key"'):

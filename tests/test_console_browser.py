@@ -23,6 +23,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENSHOT = Path(tempfile.gettempdir()) / "accord-console.png"  # for a person to look at
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def scenario_service(scenario_process_service: ScenarioService) -> ScenarioService:
+    """Chromium needs a socket: the scenario behind a real `accord serve`."""
+    return scenario_process_service
+
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:

@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.store.tables import AuditDecision
-from tests.conftest import SCENARIO, Server, accord, scenario_env
+from tests.conftest import SCENARIO, ProcessServer, Server, accord, scenario_env
 
 REQUESTS = [
     ("la.blackpool.childrens-services", "police.lancashire", "criminal.convictions"),
@@ -41,14 +42,17 @@ def _ask_until_refused(server: Server, received: dict[str, str], stop: threading
                 received[answer["decision_id"]] = answer["decision"]
 
 
+@pytest.mark.slow
 def test_no_answered_decision_is_lost_when_the_server_is_killed(
-    database_url: str, engine: Engine, server_factory: Callable[[dict[str, str]], Server]
+    database_url: str,
+    engine: Engine,
+    process_server_factory: Callable[[dict[str, str]], ProcessServer],
 ) -> None:
     env = scenario_env(database_url)
     accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
     received: dict[str, str] = {}
     for _ in range(3):
-        server = server_factory(env)
+        server = process_server_factory(env)
         stop = threading.Event()
         threads = [
             threading.Thread(target=_ask_until_refused, args=(server, received, stop))

@@ -6,10 +6,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from app.store.database import upgrade_schema
 from tests.audit_rows import recorded_decision_ids
 from tests.conftest import MASH_REQUEST, SCENARIO, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres
+
+pytestmark = pytest.mark.slow  # a real server through a database outage
 
 
 def test_a_database_outage_answers_503_then_recovers(tmp_path: Path) -> None:

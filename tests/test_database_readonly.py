@@ -37,6 +37,8 @@ from tests.audit_rows import recorded_decision_ids
 from tests.conftest import SCENARIO, Server, accord, scenario_env, start_server, wait_until
 from tests.postgres import ThrowawayPostgres
 
+pytestmark = pytest.mark.slow  # a real server on a database turning read-only
+
 BASE = {
     "requester": "la.blackpool.childrens-services",
     "holder": "police.lancashire",

@@ -91,7 +91,8 @@ def effective(setting: str, *layers: dict[str, Any]) -> Any:
     for layer in layers:
         if variable in layer:
             given = without_interpolation(str(layer[variable]))
-            return getattr(Settings(**{setting: given}), setting)
+            one: dict[str, Any] = {setting: given}
+            return getattr(Settings(**one), setting)
     return Settings.model_fields[setting].default
 
 
@@ -267,7 +268,7 @@ def test_every_setting_given_a_value_is_valid() -> None:
     layers += [doc["data"] for doc in k8s() if doc["kind"] == "ConfigMap"]
     layers += [doc["stringData"] for doc in k8s() if doc["kind"] == "Secret"]
     for layer in layers:
-        values = {
+        values: dict[str, Any] = {
             SETTINGS[key]: without_interpolation(value)
             for key, value in layer.items()
             if key in SETTINGS

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, ScenarioService
 
 CHECKS = (
@@ -14,6 +16,13 @@ CHECKS = (
 )
 
 
+@pytest.fixture(scope="module")
+def scenario_service(scenario_process_service: ScenarioService) -> ScenarioService:
+    """Schemathesis sends its requests over the network: a real `accord serve`."""
+    return scenario_process_service
+
+
+@pytest.mark.slow
 def test_generated_requests_get_documented_answers_and_never_a_5xx(
     scenario_service: ScenarioService,
 ) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from app.store.database import make_engine
 from app.store.revisions import read_revision
 from app.store.tables import AgreementVersion, ChangeRecord
-from tests.conftest import REPO, Server, accord, load_yaml
+from tests.conftest import REPO, Server, accord, import_agreements_from, load_yaml
 
 SAMPLE_AGREEMENTS = REPO / "policies" / "agreements"
 # JSON-ready: YAML dates (birth dates) become ISO strings, as a client would send them
@@ -118,6 +118,7 @@ def _stored(url: str) -> tuple[list[tuple[str, int, str]], int, int]:
         engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corruption", sorted(CORRUPT))
 def test_a_corrupt_file_refuses_the_import_and_the_server_answers_as_before(
     corruption: str,
@@ -126,7 +127,7 @@ def test_a_corrupt_file_refuses_the_import_and_the_server_answers_as_before(
     tmp_path: Path,
 ) -> None:
     env = {"ACCORD_DATABASE_URL": database_url, "ACCORD_POLICY_POLL_SECONDS": "0.2"}
-    accord("agreements", "import", str(SAMPLE_AGREEMENTS), env=env)
+    import_agreements_from(env, SAMPLE_AGREEMENTS)
     server = server_factory(env)
     before = _answers(server)
     stored = _stored(database_url)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.store.database import make_engine, upgrade_schema
 from app.store.tables import AuditDecision
-from tests.conftest import SCENARIO, Backend, accord, scenario_env, start_server
+from tests.conftest import Backend, import_agreements_from, scenario_env, start_in_process
 
 MAX_BODY_BYTES = 4096
 MAX_BATCH_FIELDS = 5
@@ -51,7 +51,7 @@ class Limited:
 
 
 @pytest.fixture(scope="module")
-def limited(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
+def limited(backend: Backend) -> Iterator[Limited]:
     url = backend.new_database()
     upgrade_schema(url)
     env = {
@@ -59,8 +59,8 @@ def limited(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "ACCORD_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "ACCORD_MAX_BATCH_FIELDS": str(MAX_BATCH_FIELDS),
     }
-    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
-    server = start_server(env, tmp_path_factory.mktemp("limits"))
+    import_agreements_from(env)
+    server = start_in_process(env)
     engine = make_engine(url)
     try:
         with server.client() as api:

@@ -32,6 +32,7 @@ def _sample(database_url: str, vocabulary: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_a_revoked_key_stops_working_even_when_the_new_policy_cannot_load(
     database_url: str, engine: Engine, tmp_path: Path
 ) -> None:
@@ -79,6 +80,7 @@ def test_a_replica_follows_a_database_restored_to_an_older_revision(tmp_path: Pa
         live = LivePolicy(engine, vocabulary_file=SAMPLE_VOCABULARY, model_file=MODEL)
         live.refresh()
         backed_up = live.current.revision, live.clients.revision
+        assert backed_up[1] is not None
         with sqlite3.connect(path) as source, sqlite3.connect(tmp_path / "backup.db") as copy:
             source.backup(copy)
 

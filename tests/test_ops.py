@@ -10,18 +10,19 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from app.store.database import make_engine
 from app.store.revisions import REGISTER, read_revision, read_revisions
-from tests.conftest import Backend, Server, free_port, scenario_env
+from tests.conftest import Backend, ProcessServer, Server, free_port, scenario_env
 
 
 def test_readyz_reports_the_policy_revision(
     database_url: str, server_factory: Callable[[dict[str, str]], Server]
 ) -> None:
     server = server_factory(scenario_env(database_url))
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{server.url}/readyz").json()
+    assert server.get("/healthz", key=None).json() == {"status": "ok"}
+    ready = server.get("/readyz", key=None).json()
     with make_engine(database_url).connect() as connection:
         revisions = read_revisions(connection)
         register_seq = read_revision(connection, REGISTER)
@@ -33,6 +34,7 @@ def test_readyz_reports_the_policy_revision(
     }
 
 
+@pytest.mark.slow
 def test_without_a_schema_the_service_is_not_ready_and_decides_nothing(backend: Backend) -> None:
     url = backend.new_database()  # no migrations applied
     port = free_port()
@@ -74,10 +76,11 @@ def test_without_a_schema_the_service_is_not_ready_and_decides_nothing(backend: 
         process.wait(timeout=20)
 
 
+@pytest.mark.slow  # its log lines: a real `accord serve`
 def test_each_request_gets_an_id_in_its_answer_and_its_log_line(
-    database_url: str, server_factory: Callable[[dict[str, str]], Server]
+    database_url: str, process_server_factory: Callable[[dict[str, str]], ProcessServer]
 ) -> None:
-    server = server_factory(scenario_env(database_url))
+    server = process_server_factory(scenario_env(database_url))
     given = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "trace-42"})
     made = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "bad id; drop"})
     assert given.headers["x-request-id"] == "trace-42"

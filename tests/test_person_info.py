@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.store.tables import AuditDecision
-from tests.conftest import SCENARIO, Server, accord, scenario_env
+from tests.conftest import Server, import_agreements_from, scenario_env
 
 TIMEOUT = 0.5  # ACCORD_PERSON_INFO_TIMEOUT_SECONDS
 SLOW = -1  # a status meaning: answer only long after the timeout
@@ -31,7 +31,11 @@ CHILDREN = {
     "holder": "police.lancashire",
     "purpose": "safeguarding.children",
 }
-ADULTS = {**CHILDREN, "requester": "la.blackpool.adult-services", "purpose": "safeguarding.adults"}
+ADULTS: dict[str, Any] = {
+    **CHILDREN,
+    "requester": "la.blackpool.adult-services",
+    "purpose": "safeguarding.adults",
+}
 
 
 class PersonInfoServer:
@@ -97,7 +101,7 @@ def accord_server(
         "ACCORD_PERSON_INFO_TIMEOUT_SECONDS": str(TIMEOUT),
         "ACCORD_PERSON_INFO_CACHE_SECONDS": "60",
     }
-    accord("agreements", "import", str(SCENARIO / "agreements"), env=env)
+    import_agreements_from(env)
     return server_factory(env)
 
 
@@ -113,7 +117,8 @@ def decide(
     }
     response = server.post("/v1/decisions", json=body)
     assert response.status_code == 200, response.text
-    return response.json()
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def check_audited(engine: Engine, answer: dict[str, Any], decision: str, reason: str) -> None:

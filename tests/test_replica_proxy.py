@@ -44,7 +44,7 @@ from app.store.tables import AuditDecision
 from tests.conftest import (
     REPO,
     SCENARIO,
-    Server,
+    ProcessServer,
     accord,
     create_key,
     free_port,
@@ -52,6 +52,8 @@ from tests.conftest import (
     start_server,
 )
 from tests.postgres import ThrowawayPostgres
+
+pytestmark = pytest.mark.slow  # replicas behind nginx, SIGTERM and kill -9
 
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -81,7 +83,7 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def answered_request_ids(server: Server) -> set[str]:
+def answered_request_ids(server: ProcessServer) -> set[str]:
     """Requests the replica's own log says it answered with a decision."""
     return {
         line["request_id"]
@@ -180,7 +182,7 @@ class Proxy:
 class Cluster:
     env: dict[str, str]
     engine: Engine
-    replicas: list[Server]
+    replicas: list[ProcessServer]
     proxy: Proxy
     officer: str
     folder: Path
@@ -232,7 +234,7 @@ def cluster(
     officer = create_key(
         env, "ig-officer", scopes="manage,audit", agencies="la.blackpool.adult-services"
     )
-    replicas: list[Server] = []
+    replicas: list[ProcessServer] = []
     proxy = Proxy(free_port(), folder)
     engine = make_engine(env["ACCORD_DATABASE_URL"])
     try:
@@ -322,7 +324,7 @@ class Load:
             worker.join(timeout=30)
 
 
-def who_answered(replicas: list[Server], request_ids: set[str]) -> dict[str, int]:
+def who_answered(replicas: list[ProcessServer], request_ids: set[str]) -> dict[str, int]:
     """request id -> port of the one replica whose log says it answered it.
 
     A replica logs a request just after answering it: the last few lines may lag.
@@ -379,7 +381,7 @@ def test_a_suspension_through_the_proxy_reaches_both_replicas_within_a_second(
     seen: dict[int, list[tuple[float, str]]] = {replica.port: [] for replica in cluster.replicas}
     stop = threading.Event()
 
-    def watch(replica: Server) -> None:
+    def watch(replica: ProcessServer) -> None:
         with cluster.client(replica.url) as client:  # straight to the replica
             while not stop.is_set():
                 response = client.post("/v1/decisions", json=ADULT)

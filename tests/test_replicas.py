@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.store.database import upgrade_schema
 from tests.conftest import SCENARIO, Server, accord, create_key, scenario_env, start_server
 from tests.postgres import ThrowawayPostgres
+
+pytestmark = pytest.mark.slow  # real `accord serve` replicas
 
 REQUEST = {
     "requester": "la.blackpool.adult-services",

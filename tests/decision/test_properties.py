@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,8 @@ from app.policy.compiler import compile_policy
 from app.policy.register import NO_ENTRIES, PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary
 from tests.scenario import MODEL_TEXT, evaluate_on, scenario_vocabulary
+
+pytestmark = pytest.mark.slow  # Hypothesis: hundreds of compiled partnerships a property
 
 VOCABULARY = scenario_vocabulary()
 AGENCY_NAMES = sorted([*VOCABULARY.agencies, *VOCABULARY.groups])
@@ -86,7 +89,8 @@ def restrictions(draw: st.DrawFn) -> Restriction:
         )
         return None if picked is None else tuple(picked)
 
-    kind = draw(st.sampled_from(["sealed", "objection"]))
+    kinds: list[Literal["sealed", "objection"]] = ["sealed", "objection"]
+    kind = draw(st.sampled_from(kinds))
     fields = (
         maybe(FIELDS)
         if kind == "objection"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from datetime import UTC, datetime
+from typing import Any
 
 from app.decision.engine import PersonFacts, Question, evaluate
 from app.decision.policy_tests import register_of
@@ -207,7 +208,9 @@ def test_a_replaced_policy_is_freed_without_the_cyclic_collector() -> None:
             enforcer=snapshot.enforcer,
             memo=snapshot.memo,
         )
-    freed = [weakref.ref(part) for part in (snapshot.policy, snapshot.enforcer, snapshot.memo)]
+    freed: list[weakref.ref[Any]] = [
+        weakref.ref(part) for part in (snapshot.policy, snapshot.enforcer, snapshot.memo)
+    ]
     gc.disable()
     try:
         del snapshot
