@@ -1,7 +1,8 @@
 """Properties of the compiler and engine over generated agreements, registers and requests.
 
 - A permit always rests on an agreement in force that names the holder and the
-  requester and covers the field and purpose (for break-glass, in its block).
+  requester; every leaf of the field asked (a category is all of its fields) is
+  covered with the purpose by a grant or, in an emergency, a break-glass block.
 - Adding a restriction never turns a deny into a permit.
 - Removing an agreement never turns a deny into a permit.
 """
@@ -136,22 +137,53 @@ def test_a_permit_rests_on_an_agreement_in_force_that_covers_the_request(
     decision = evaluate_on(policy, question, facts, NOW)
     if not decision.permit:
         return
-    agreement = next(a for a in partnership if a.id == decision.agreement_id)
-    assert agreement.in_force(NOW.date())
-    assert question.holder in VOCABULARY.expand_agencies(agreement.providers)
-    assert question.requester in VOCABULARY.expand_agencies(agreement.recipients)
-    if decision.break_glass:
-        block = agreement.break_glass
-        assert question.emergency and block is not None
-        assert _covers(VOCABULARY, block.fields, question.field, "fields")
-        assert _covers(VOCABULARY, block.purposes, question.purpose, "purposes")
-    else:
+    named = next(a for a in partnership if a.id == decision.agreement_id)
+    assert named in _between(partnership, question)
+    if decision.break_glass:  # the named agreement's break-glass block opened a leaf
+        assert question.emergency
         assert any(
-            _covers(VOCABULARY, grant.fields, question.field, "fields")
-            and _covers(VOCABULARY, grant.purposes, question.purpose, "purposes")
-            and grant.subject.holds(facts.age)
-            for grant in agreement.grants
+            _opens(named, question, leaf, facts, emergency_only=True)
+            for leaf in VOCABULARY.fields.leaves_below[question.field]
         )
+    # a category is all of its fields: every leaf rests on an agreement that covers it
+    for leaf in VOCABULARY.fields.leaves_below[question.field]:
+        assert any(
+            _opens(agreement, question, leaf, facts, emergency_only=False)
+            for agreement in _between(partnership, question)
+        ), leaf
+
+
+def _between(partnership: list[Agreement], question: Question) -> list[Agreement]:
+    """The agreements in force that name the holder and the requester."""
+    return [
+        agreement
+        for agreement in partnership
+        if agreement.in_force(NOW.date())
+        and question.holder in VOCABULARY.expand_agencies(agreement.providers)
+        and question.requester in VOCABULARY.expand_agencies(agreement.recipients)
+    ]
+
+
+def _opens(
+    agreement: Agreement, question: Question, leaf: str, facts: PersonFacts, *, emergency_only: bool
+) -> bool:
+    """Whether a grant (unless `emergency_only`) or, in an emergency, the break-glass
+    block of `agreement` covers this leaf and the question's purpose."""
+    block = agreement.break_glass
+    by_break_glass = (
+        question.emergency
+        and block is not None
+        and _covers(VOCABULARY, block.fields, leaf, "fields")
+        and _covers(VOCABULARY, block.purposes, question.purpose, "purposes")
+    )
+    if emergency_only:
+        return bool(by_break_glass)
+    return bool(by_break_glass) or any(
+        _covers(VOCABULARY, grant.fields, leaf, "fields")
+        and _covers(VOCABULARY, grant.purposes, question.purpose, "purposes")
+        and grant.subject.holds(facts.age)
+        for grant in agreement.grants
+    )
 
 
 @PROPERTY
