@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import pytest
 from sqlalchemy import Engine
 
 from app.store.revisions import read_revisions
-from tests.conftest import REPO, Server, accord, create_key, wait_until
+from tests.conftest import REPO, ProcessServer, Server, accord, create_key, wait_until
 
 AGREEMENTS = REPO / "policies" / "agreements"
 AGENCY = "police.riverton"
+
+
+pytestmark = pytest.mark.slow  # two `accord serve` processes
 
 
 def _compiles(server: Server) -> float:
@@ -33,7 +37,7 @@ def _authenticates(server: Server, key: str) -> int:
     return server.get("/v1/vocabulary", key=key).status_code
 
 
-def _refused_within(replicas: list[Server], key: str, since: float) -> float:
+def _refused_within(replicas: Sequence[Server], key: str, since: float) -> float:
     """Ask every replica with `key` until all answer 401; the seconds that took from `since`."""
     waiting = list(replicas)
     while waiting:
@@ -43,11 +47,14 @@ def _refused_within(replicas: list[Server], key: str, since: float) -> float:
 
 
 def test_client_changes_compile_nothing_and_a_revoked_key_is_refused_on_another_replica(
-    database_url: str, engine: Engine, server_factory: Callable[[dict[str, str]], Server]
+    database_url: str,
+    engine: Engine,
+    process_server_factory: Callable[[dict[str, str]], ProcessServer],
 ) -> None:
     env = {"ACCORD_DATABASE_URL": database_url}
     accord("agreements", "import", str(AGREEMENTS), env=env)
-    replica_1, replica_2 = server_factory(env), server_factory(env)
+    # Two processes: each replica has its own compile counter and its own poll.
+    replica_1, replica_2 = process_server_factory(env), process_server_factory(env)
     replicas = [replica_1, replica_2]
     with engine.connect() as connection:
         stored = read_revisions(connection)
