@@ -1,0 +1,119 @@
+"""The register is data: its changes reach every replica through the change feed within a
+second, compiling nothing; a replica that cannot read the feed fails closed."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.conftest import (
+    MASH_REQUEST,
+    SCENARIO,
+    ProcessServer,
+    ServerFactory,
+    import_agreements_from,
+    scenario_env,
+    wait_until,
+)
+
+OBJECTION = {
+    "id": "r-feed-objection",
+    "person": "P-101",
+    "kind": "objection",
+    "recipients": ["la.blackpool.childrens-services"],
+    "reason": "the person objected on the phone",
+}
+
+
+def _compiles(server: ProcessServer) -> float:
+    metrics = server.get("/metrics")
+    found = re.search(r"^accord_policy_compiles_total (\S+)$", metrics.text, re.MULTILINE)
+    assert found, "no accord_policy_compiles_total in /metrics"
+    return float(found.group(1))
+
+
+@pytest.mark.slow
+def test_an_entry_written_on_one_replica_changes_the_next_decision_on_another(
+    database_url: str, process_server_factory: Callable[[dict[str, str]], ProcessServer]
+) -> None:
+    env = scenario_env(database_url)
+    import_agreements_from(env, SCENARIO / "agreements")
+    writer, reader = process_server_factory(env), process_server_factory(env)
+    compiles = [_compiles(writer), _compiles(reader)]
+    assert reader.post("/v1/decisions", json=MASH_REQUEST).json()["decision"] == "permit"
+
+    # decisions keep coming on the reader while the entry is written on the other replica
+    answers: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def keep_deciding() -> None:
+        while not stop.is_set():
+            response = reader.post("/v1/decisions", json=MASH_REQUEST)
+            assert response.status_code == 200, response.text
+            answers.append((time.monotonic(), response.json()["decision"]))
+
+    deciding = threading.Thread(target=keep_deciding)
+    deciding.start()
+    try:
+        time.sleep(0.2)
+        written = writer.post("/v1/register/restrictions", json=OBJECTION)
+        written_at = time.monotonic()
+        assert written.status_code == 201, written.text
+        assert wait_until(lambda: bool(answers) and answers[-1][1] == "deny", 2.0)
+    finally:
+        stop.set()
+        deciding.join()
+    first_deny = next(at for at, decision in answers if decision == "deny")
+    assert first_deny - written_at < 1.0, f"took {first_deny - written_at:.2f} s"
+    assert all(decision == "deny" for at, decision in answers if at > first_deny)
+    # the writer applies its own write before it answers
+    assert writer.post("/v1/decisions", json=MASH_REQUEST).json()["decision"] == "deny"
+    assert [_compiles(writer), _compiles(reader)] == compiles, "a register change compiled"
+
+
+def test_a_replica_that_cannot_read_the_feed_answers_503_and_is_not_ready(
+    database_url: str, engine: Engine, server_factory: ServerFactory
+) -> None:
+    env = {
+        **scenario_env(database_url),
+        "ACCORD_REGISTER_MAX_LAG_SECONDS": "1",
+        "ACCORD_POLICY_POLL_SECONDS": "0.1",
+    }
+    import_agreements_from(env, SCENARIO / "agreements")
+    server = server_factory(env)
+    assert server.post("/v1/decisions", json=MASH_REQUEST).json()["decision"] == "permit"
+    assert server.get("/readyz").status_code == 200
+
+    with engine.begin() as connection:  # the feed is gone: the view can no longer be confirmed
+        connection.execute(text("ALTER TABLE register_changes RENAME TO register_changes_away"))
+    try:
+        answers: list[Any] = []
+
+        def refused() -> bool:
+            response = server.post("/v1/decisions", json=MASH_REQUEST)
+            answers.append(response)
+            return response.status_code == 503
+
+        assert wait_until(refused, 3.0), "decisions went on with a register view out of date"
+        problem = answers[-1].json()
+        assert answers[-1].headers["content-type"] == "application/problem+json"
+        assert "register" in problem["detail"]
+        assert all(
+            answer.status_code == 503 or answer.json()["decision"] == "permit" for answer in answers
+        )
+        every_field = {key: value for key, value in MASH_REQUEST.items() if key != "field"}
+        batch = server.post("/v1/decisions/batch", json={**every_field, "fields": "*"})
+        assert batch.status_code == 503, batch.text
+        not_ready = server.get("/readyz")
+        assert not_ready.status_code == 503 and "register" in not_ready.json()["detail"]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE register_changes_away RENAME TO register_changes"))
+    assert wait_until(lambda: server.get("/readyz").status_code == 200, 3.0)
+    assert server.post("/v1/decisions", json=MASH_REQUEST).json()["decision"] == "permit"
