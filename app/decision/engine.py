@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from app.decision.reasons import ReasonCode
 from app.policy.agreements import Agreement, Obligation
 from app.policy.compiler import CompiledPolicy, Stage
-from app.policy.lines import CasbinRequest, PolicyLine
+from app.policy.lines import CasbinRequest, PolicyLine, casbin_time
 from app.policy.register import NO_ENTRIES, PersonRegister
 
 DENY_STAGES = (
@@ -164,7 +164,7 @@ def _evaluate_leaf(
     depends on. A registered person's answer is made afresh: their few entries
     are joined to the question's lines (CompiledPolicy.candidates).
     """
-    moment = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = casbin_time(now)
     if memo is None or not facts.register.empty:
         # a registered person's entries change without a new policy revision
         return _decide(policy, question, facts, now, moment, enforcer)
@@ -198,6 +198,7 @@ def _decide(
         person=question.person_id,
         field_name=question.field,
         purpose=question.purpose,
+        emergency=question.emergency,
         register=facts.register,
     )
     allowed, line = enforcer.enforce(

@@ -25,17 +25,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from enum import IntEnum
 from itertools import product
 
 from app.policy.agreements import Agreement, Grant, Obligation
-from app.policy.lines import PolicyLine
+from app.policy.lines import PolicyLine, casbin_time
 from app.policy.register import Consent, PersonRegister, Restriction
 from app.policy.vocabulary import Vocabulary
 
 ANY = "*"
-FOREVER = "9999-12-31"
 
 
 class Stage(IntEnum):
@@ -162,7 +160,7 @@ class CompiledPolicy:
     boundaries: list[str] = field(default_factory=list)
 
     def _covering_blocks(
-        self, requester: str, holder: str, field_name: str, purpose: str
+        self, requester: str, holder: str, field_name: str, purpose: str, emergency: bool
     ) -> list[_Block]:
         field_lineage = self.vocabulary.fields.lineage[field_name]
         purpose_lineage = self.vocabulary.purposes.lineage[purpose]
@@ -170,9 +168,11 @@ class CompiledPolicy:
             block
             for agreement in self.agreements_by_pair.get((requester, holder), ())
             for block in self.blocks.get(agreement.id, ())
-            # a block covers a name when it grants the name or one above it
+            # a block covers a name when it grants the name or one above it; a
+            # break-glass block's lines match emergency requests only
             if not block.fields.isdisjoint(field_lineage)
             and not block.purposes.isdisjoint(purpose_lineage)
+            and (emergency or block.source.stage != Stage.BREAK_GLASS)
         ]
 
     def candidates(
@@ -183,11 +183,12 @@ class CompiledPolicy:
         person: str,
         field_name: str,
         purpose: str,
+        emergency: bool,
         register: PersonRegister,
     ) -> tuple[list[PolicyLine], dict[str, LineSource]]:
         """The only lines that can match this question, in stage order, and the sources
         of the lines made from the person's register entries."""
-        blocks = self._covering_blocks(requester, holder, field_name, purpose)
+        blocks = self._covering_blocks(requester, holder, field_name, purpose, emergency)
         lines = [
             block.line(requester, holder, field_name, purpose)
             for block in blocks
@@ -237,7 +238,7 @@ def _restriction_lines(
 ) -> list[PolicyLine]:
     """A restriction's deny line; for an objection, the break-glass blocks over it too,
     each in force only while both the agreement and the objection are."""
-    window = (_timestamp(restriction.recorded_at), _timestamp(restriction.until))
+    window = restriction.window
     stage = Stage.SEALED if restriction.kind == "sealed" else Stage.OBJECTION
     source = LineSource(stage, restriction_id=restriction.id)
     sources[source.key] = source
@@ -292,7 +293,7 @@ def _consent_lines(
     sources: dict[str, LineSource],
 ) -> list[PolicyLine]:
     """The consent-based grants a consent satisfies, in force while both are."""
-    window = (_timestamp(consent.recorded_at), _timestamp(consent.until))
+    window = consent.window
     lines = []
     for block in blocks:
         if not block.requires_consent:
@@ -315,14 +316,6 @@ def _consent_lines(
 
 def _stage(line: PolicyLine) -> str:
     return line.stage
-
-
-def _timestamp(moment: datetime | date | None) -> str:
-    if moment is None:
-        return FOREVER
-    if isinstance(moment, datetime):
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return moment.isoformat()
 
 
 def _descendants(tree_names: Iterable[str], descendants: Mapping[str, frozenset[str]]) -> set[str]:
@@ -350,7 +343,7 @@ class _Builder:
         """The grant and break-glass blocks that an active agreement puts in force."""
         if agreement.status != "active":
             return []  # drafts, suspended and revoked agreements permit nothing
-        window = (_timestamp(agreement.valid_from), _timestamp(agreement.valid_until))
+        window = (casbin_time(agreement.valid_from), casbin_time(agreement.valid_until))
         blocks: list[tuple[Stage, Iterable[str], Iterable[str], Grant | None]] = [
             (Stage.GRANT, grant.fields, grant.purposes, grant) for grant in agreement.grants
         ]
@@ -414,7 +407,7 @@ def compile_policy(
     build = _Builder(policy)
     for agreement in by_id.values():
         build.index(agreement)
-    moments = {_timestamp(a.valid_from) for a in by_id.values()}
-    moments |= {_timestamp(a.valid_until) for a in by_id.values()}
+    moments = {casbin_time(a.valid_from) for a in by_id.values()}
+    moments |= {casbin_time(a.valid_until) for a in by_id.values()}
     policy.boundaries = sorted(moments)
     return policy

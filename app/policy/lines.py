@@ -6,7 +6,20 @@ The field order is `policies/model.conf`'s policy and request definitions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import NamedTuple
+
+FOREVER = "9999-12-31"  # the end of a window with no end; orders after every moment
+
+
+def casbin_time(moment: datetime | date | None) -> str:
+    """A moment as lines and requests compare it: ISO-8601 UTC text, which orders as time
+    does (a date: its midnight; None: FOREVER)."""
+    if moment is None:
+        return FOREVER
+    if isinstance(moment, datetime):
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.isoformat()
 
 
 class PolicyLine(NamedTuple):

@@ -8,10 +8,11 @@ It is data, not compiled policy: a replica holds every person's entries
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from app.policy.lines import casbin_time
 from app.policy.vocabulary import Vocabulary
 
 RestrictionKind = Literal["sealed", "objection"]
@@ -52,6 +53,12 @@ class Restriction:
     scope: Scope
     recorded_at: datetime
     until: datetime | None
+    # [recorded_at, until) as Casbin's time text, made once: every question about the
+    # person that the entry covers compares it
+    window: tuple[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", (casbin_time(self.recorded_at), casbin_time(self.until)))
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,12 @@ class Consent:
     scope: Scope
     recorded_at: datetime
     until: datetime | None
+    # [recorded_at, until) as Casbin's time text, made once: every question about the
+    # person that the entry covers compares it
+    window: tuple[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", (casbin_time(self.recorded_at), casbin_time(self.until)))
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,19 @@ def test_break_glass_over_an_objection_is_in_force_only_while_the_objection_is()
     assert all(line.valid_until == "2026-06-01T00:00:00Z" for line in over)
 
 
+def test_break_glass_lines_are_candidates_of_emergency_questions_only() -> None:
+    policy = scenario_policy()
+    asked = (
+        "la.blackpool.adult-services",
+        "nhs.lancashire-mental-health",
+        "health.mental",
+        "safeguarding.adults",
+    )
+    routine = _lines(policy, asked, person="P-201", emergency=False)
+    assert routine and all(line.emergency == "*" for line in routine)
+    assert any(line.emergency == "yes" for line in _lines(policy, asked, person="P-201"))
+
+
 def test_a_blanket_consent_adds_lines_only_for_the_grants_that_cover_the_question() -> None:
     """A consent with no dimensions touches every consent-based grant; a question about
     one field joins it only with the blocks between these two agencies that cover it."""
@@ -162,6 +175,7 @@ def _lines(
     *,
     person: str = "P-0",
     entries: PersonRegister | None = None,
+    emergency: bool = True,
 ) -> list[PolicyLine]:
     requester, holder, field, purpose = asked
     if entries is None:
@@ -172,6 +186,7 @@ def _lines(
         person=person,
         field_name=field,
         purpose=purpose,
+        emergency=emergency,
         register=entries,
     )
     return lines
