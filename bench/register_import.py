@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import random
+import resource
 import shutil
 import tempfile
 import time
@@ -91,6 +92,7 @@ def run(backend: str, url: str, source: Path, entries: int) -> dict[str, object]
         "reimport_unchanged_s": round(again, 2),
         "export_s": round(export, 2),
         "export_rows_per_s": round(entries / export),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }
 
 

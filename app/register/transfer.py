@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -238,9 +239,9 @@ def _entry(
         id=row.id if row else None,
         person_id=row.person if row else "",
         kind=kind if isinstance(kind, str) else "",
-        recipients=row.recipients if row else _names(values.get("recipients")),
-        fields=row.fields if row else _names(values.get("fields")),
-        purposes=row.purposes if row else _names(values.get("purposes")),
+        recipients=_interned(row.recipients) if row else _names(values.get("recipients")),
+        fields=_interned(row.fields) if row else _names(values.get("fields")),
+        purposes=_interned(row.purposes) if row else _names(values.get("purposes")),
         reason=row.reason if row else "",
         until=until,
     )
@@ -249,6 +250,11 @@ def _entry(
         if column not in named:
             problems.add(line, column, reason)
     return entry if len(problems.listed) + problems.more == found else None
+
+
+def _interned(names: list[str] | None) -> list[str] | None:
+    """Vocabulary names, of which there are few, held once however many rows name them."""
+    return None if names is None else [sys.intern(name) for name in names]
 
 
 def _names(value: Any) -> list[str] | None:
@@ -290,7 +296,7 @@ def parse_entries(
 
 
 def _stored(session: Session, ids: list[str]) -> dict[str, Row[Any]]:
-    """The stored rows among `ids`, a chunk of ids per SELECT."""
+    """The stored rows among `ids` (at most LOOKUP_CHUNK of them: one SELECT each)."""
     columns = [
         ENTRIES.c[name]
         for name in (
@@ -354,30 +360,35 @@ def import_register(
     digest = _sha256(source)
     problems = _Problems()
     entries, rows = parse_entries(source, fmt, vocabulary, problems)
-    stored = _stored(session, [entry.id for _, entry in entries if entry.id is not None])
-
     now = datetime.now(UTC)
     added: list[NewEntry] = []
     replaced: list[NewEntry] = []
+    previous: dict[str, dict[str, Any]] = {}  # a replaced entry's stored content, for the log
     unchanged = 0
-    for line, entry in entries:
-        row = stored.get(entry.id or "")
-        if row is None:
-            added.append(entry)
-        elif row.removed_at is not None:
-            problems.add(
-                line, "id", f"entry '{entry.id}' was removed; a removed entry's id is not reused"
-            )
-        elif _same(entry, row):
-            unchanged += 1
-        elif replace:
-            replaced.append(entry)
-        else:
-            problems.add(
-                line,
-                "id",
-                f"entry '{entry.id}' is stored with other content; replace it to change it",
-            )
+    for start in range(0, len(entries), LOOKUP_CHUNK):
+        chunk = entries[start : start + LOOKUP_CHUNK]
+        stored = _stored(session, [entry.id for _, entry in chunk if entry.id is not None])
+        for line, entry in chunk:
+            row = stored.get(entry.id or "")
+            if row is None:
+                added.append(entry)
+            elif row.removed_at is not None:
+                problems.add(
+                    line,
+                    "id",
+                    f"entry '{entry.id}' was removed; a removed entry's id is not reused",
+                )
+            elif _same(entry, row):
+                unchanged += 1
+            elif replace:
+                replaced.append(entry)
+                previous[row.id] = summarize(row)
+            else:
+                problems.add(
+                    line,
+                    "id",
+                    f"entry '{entry.id}' is stored with other content; replace it to change it",
+                )
     if problems:
         raise problems.refuse(rows)
 
@@ -400,11 +411,7 @@ def import_register(
             action="register.import",
             target_type="register",
             target_id=digest,
-            before=(
-                {"replaced": {entry.id: summarize(stored[entry.id or ""]) for entry in replaced}}
-                if replaced
-                else None
-            ),
+            before={"replaced": previous} if previous else None,
             after={
                 "sha256": digest,
                 "format": fmt,
