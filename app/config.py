@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Largest request body accepted (413 beyond)"
     )
+    max_import_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Largest register import body (POST /v1/register/import; 413 beyond)",
+    )
     max_batch_fields: int = Field(
         default=500,
         ge=1,

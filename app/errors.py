@@ -25,12 +25,34 @@ class InvalidRequest(Unprocessable):
         return [(self.location, self.message)]
 
 
+class InvalidParams(Unprocessable):
+    """Several bad parts, all named at once (422); past `shown`, the rest are counted."""
+
+    def __init__(self, problems: list[tuple[str, str]], *, more: int = 0, detail: str = "") -> None:
+        self.problems = problems
+        self.more = more
+        self.detail = detail
+        listed = "; ".join(f"{place}: {reason}" for place, reason in problems[:5])
+        rest = len(problems) + more - min(len(problems), 5)
+        if rest:
+            listed += f"; and {rest} more"
+        super().__init__(f"{detail}: {listed}" if detail else listed)
+
+    def invalid_params(self) -> list[tuple[str, str]]:
+        rest = [("more", f"{self.more} more problems not listed")] if self.more else []
+        return [*self.problems, *rest]
+
+
 class NotFound(LookupError):
     """The named record does not exist (404)."""
 
 
 class Conflict(ValueError):
     """The record exists already or is in the wrong state (409)."""
+
+
+class UnsupportedMediaType(ValueError):
+    """The body is in a format the route does not read (415)."""
 
 
 class Unavailable(RuntimeError):

@@ -22,6 +22,7 @@ from app.console.router import router as console_router
 from app.decision.facts import PersonInfoService
 from app.decision.router import router as decisions_router
 from app.decision.service import DecisionService
+from app.register.router import IMPORT_PATH
 from app.register.router import router as register_router
 from app.runtime.clock import Clock, SystemClock
 from app.runtime.live_policy import LivePolicy
@@ -132,7 +133,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         console_router,
     ):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        bounds={IMPORT_PATH: settings.max_import_bytes},
+    )
     app.add_middleware(Authenticate)
 
     def openapi() -> dict[str, Any]:

@@ -56,6 +56,8 @@ ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/v1/register/consents"): MANAGE,
     ("GET", "/v1/register"): OVERSEE,
     ("DELETE", "/v1/register/{entry_id}"): MANAGE,
+    ("POST", "/v1/register/import"): MANAGE,
+    ("GET", "/v1/register/export"): OVERSEE,
     ("GET", "/v1/clients"): MANAGE,
     ("POST", "/v1/clients"): MANAGE,
     ("POST", "/v1/clients/{client_id}/revoke"): MANAGE,

@@ -63,3 +63,13 @@ def test_soak_benchmark_samples_the_server_and_counts_every_answer() -> None:
     samples = figures["samples"]
     assert len(samples) >= 3  # the baseline, at least one interval, the end
     assert all(sample["rss_mib"] > 0 and sample["fds"] > 0 for sample in samples)
+
+
+def test_register_import_benchmark_imports_reimports_and_exports() -> None:
+    figures = _last_json_line("bench.register_import", "--backend", "sqlite", "--entries", "500")[
+        "register_import"
+    ]
+    assert isinstance(figures, list)
+    [row] = figures
+    assert (row["backend"], row["entries"]) == ("sqlite", 500)
+    assert row["rows_per_s"] > 0 and row["export_rows_per_s"] > 0

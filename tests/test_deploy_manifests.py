@@ -197,6 +197,9 @@ def nginx() -> dict[str, Any]:
         "next_upstream": re.findall(r"\bproxy_next_upstream\s+([^;]+);", text),
         "read_timeout": re.findall(r"\bproxy_read_timeout\s+(\S+);", text),
         "body_size": re.findall(r"\bclient_max_body_size\s+(\S+);", text),
+        "import_body_size": re.findall(
+            r"location\s*=\s*/v1/register/import\s*\{[^}]*\bclient_max_body_size\s+(\S+);", text
+        ),
         "upstream_keepalive_timeout": keepalive,
         "request_id_header": re.findall(r"proxy_set_header\s+X-Request-ID\s+(\S+);", text),
     }
@@ -389,6 +392,8 @@ def test_nginx_retries_a_refused_connection_and_outlives_the_app_timeouts() -> N
     audit_timeout = effective("audit_timeout_seconds", env)
     assert seconds(config["read_timeout"][0]) > audit_timeout
     assert size_bytes(config["body_size"][0]) >= effective("max_body_bytes", env)
+    # A register import is a whole file: its own path, body bound and wait.
+    assert size_bytes(config["import_body_size"][0]) >= effective("max_import_bytes", env)
     # nginx drops an idle upstream connection before uvicorn does, never reusing one
     # that the replica is closing.
     assert seconds(config["upstream_keepalive_timeout"][0]) < UVICORN_KEEP_ALIVE_SECONDS

@@ -1,4 +1,5 @@
-"""The `accord` command: serve, migrate, manage agreements and clients, audit, export policy.
+"""The `accord` command: serve, migrate, manage agreements, the register and clients, audit,
+export policy.
 
 One module per command group; each adds its own subcommands.
 """
@@ -8,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import agreements, audit, clients, db, policy, serve
+from app.cli import agreements, audit, clients, db, policy, register, serve
 from app.policy.files import DocumentError
 
-COMMAND_GROUPS = (serve, db, agreements, policy, clients, audit)
+COMMAND_GROUPS = (serve, db, agreements, policy, register, clients, audit)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ the last one it applied and gets each entry as it now stands.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,22 +21,18 @@ from app.store.tables import RegisterChange, RegisterEntry
 CHANGES_PER_READ = 10_000
 
 
-def append_changes(session: Session, entries: Sequence[tuple[str, str]]) -> None:
-    """Number and append a change for each (entry id, person id) written in this transaction."""
-    if not entries:
+def append_changes(session: Session, entry_ids: Sequence[str]) -> None:
+    """Number and append a change for each entry written in this transaction."""
+    if not entry_ids:
         return
-    last = bump_revision(session, REGISTER, by=len(entries))
+    last = bump_revision(session, REGISTER, by=len(entry_ids))
     at = datetime.now(UTC)
+    first = last - len(entry_ids) + 1
     session.execute(
         insert(RegisterChange),
         [
-            {
-                "seq": last - len(entries) + offset,
-                "entry_id": entry,
-                "person_id": person,
-                "changed_at": at,
-            }
-            for offset, (entry, person) in enumerate(entries, start=1)
+            {"seq": first + offset, "entry_id": entry_id, "changed_at": at}
+            for offset, entry_id in enumerate(entry_ids)
         ],
     )
 
@@ -45,7 +41,6 @@ def append_changes(session: Session, entries: Sequence[tuple[str, str]]) -> None
 class Change:
     seq: int
     entry_id: str
-    person_id: str  # the person the change was filed under
     entry: RegisterEntry | None  # as it now stands; None if it no longer exists
 
 
@@ -58,18 +53,9 @@ def changes_after(session: Session, seq: int) -> list[Change]:
         .order_by(RegisterChange.seq)
         .limit(CHANGES_PER_READ)
     ).all()
-    return [Change(change.seq, change.entry_id, change.person_id, entry) for change, entry in rows]
+    return [Change(change.seq, change.entry_id, entry) for change, entry in rows]
 
 
 def feed_head(session: Session) -> int:
     """The number of the last change committed."""
     return read_revision(session, REGISTER)
-
-
-def live_entries(session: Session) -> Iterable[RegisterEntry]:
-    """Every entry not removed, streamed."""
-    return session.scalars(
-        select(RegisterEntry)
-        .where(RegisterEntry.removed_at.is_(None))
-        .execution_options(yield_per=10_000)
-    )

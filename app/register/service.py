@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from itertools import islice
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
-from app.errors import Conflict, InvalidRequest, NotFound
+from app.errors import Conflict, InvalidParams, NotFound
 from app.policy.register import Consent, Restriction, RestrictionKind, Scope
 from app.policy.vocabulary import Vocabulary
 from app.register.feed import append_changes
 from app.store.tables import RegisterEntry
 
+WRITE_BATCH = 10_000  # rows per executemany
+ENTRIES = cast(Table, RegisterEntry.__table__)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class NewEntry:
     id: str | None
     person_id: str
@@ -30,7 +35,8 @@ class NewEntry:
     until: datetime | None
 
 
-def _summary(row: RegisterEntry) -> dict[str, Any]:
+def summarize(row: RegisterEntry | Row[Any]) -> dict[str, Any]:
+    """An entry as the change log records it (an ORM row or a selected Core row)."""
     return {
         "person_id": row.person_id,
         "kind": row.kind,
@@ -43,7 +49,12 @@ def _summary(row: RegisterEntry) -> dict[str, Any]:
     }
 
 
-def _check_names(entry: NewEntry, vocabulary: Vocabulary) -> None:
+def check_entry(entry: NewEntry, vocabulary: Vocabulary) -> list[tuple[str, str]]:
+    """Every rule an entry breaks against the vocabulary, as (place, reason); [] if none.
+
+    The one check of names, for a single entry added and for every row imported.
+    """
+    problems: list[tuple[str, str]] = []
     checks = (
         ("recipients", entry.recipients, vocabulary.is_agency_or_group, "agency or group"),
         ("fields", entry.fields, vocabulary.fields.__contains__, "field"),
@@ -52,33 +63,81 @@ def _check_names(entry: NewEntry, vocabulary: Vocabulary) -> None:
     for location, names, known, kind in checks:
         for index, name in enumerate(names or []):
             if not known(name):
-                raise InvalidRequest(f"{location}[{index}]", f"unknown {kind} '{name}'")
+                problems.append((f"{location}[{index}]", f"unknown {kind} '{name}'"))
     if entry.kind == "sealed" and entry.fields is None:
-        raise InvalidRequest("fields", "a sealed restriction must name the fields it seals")
+        problems.append(("fields", "a sealed restriction must name the fields it seals"))
+    return problems
+
+
+def entry_row(entry: NewEntry, *, entry_id: str, actor: str, at: datetime) -> dict[str, Any]:
+    """The column values of a newly recorded entry."""
+    return {
+        "id": entry_id,
+        "person_id": entry.person_id,
+        "kind": entry.kind,
+        "recipients": entry.recipients,
+        "fields": entry.fields,
+        "purposes": entry.purposes,
+        "reason": entry.reason,
+        "until": entry.until,
+        "recorded_by": actor,
+        "recorded_at": at,
+        "removed_by": None,
+        "removed_at": None,
+    }
+
+
+def write_entries(
+    session: Session,
+    *,
+    added: Iterable[dict[str, Any]] = (),
+    changed: Iterable[dict[str, Any]] = (),
+) -> None:
+    """The one place register rows are written: insert `added`, update `changed` by id,
+    and append a change for each to the register feed (app/register/feed.py).
+
+    Every row of `changed` carries `id` and the same columns to set. Both go as
+    executemany in batches of WRITE_BATCH inside the caller's transaction (taken
+    lazily, so a million rows are never all in memory as dicts); nothing is committed.
+    """
+    for batch in _batches(added):
+        session.execute(insert(ENTRIES), batch)
+        append_changes(session, [row["id"] for row in batch])
+    statement = None
+    for batch in _batches(changed):
+        if statement is None:
+            columns = [column for column in batch[0] if column != "id"]
+            statement = (
+                update(ENTRIES)
+                .where(ENTRIES.c.id == bindparam("b_id"))
+                .values({column: bindparam(f"b_{column}") for column in columns})
+            )
+        session.execute(
+            statement, [{f"b_{key}": value for key, value in row.items()} for row in batch]
+        )
+        append_changes(session, [row["id"] for row in batch])
+
+
+def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, WRITE_BATCH)):
+        yield batch
 
 
 def add_entry(
     session: Session, *, entry: NewEntry, vocabulary: Vocabulary, actor: str
 ) -> RegisterEntry:
     """Record a restriction or consent; replicas take it from the register feed."""
-    _check_names(entry, vocabulary)
+    problems = check_entry(entry, vocabulary)
+    if problems:
+        raise InvalidParams(problems)
     entry_id = entry.id or f"{entry.kind}-{uuid.uuid4()}"
     if session.get(RegisterEntry, entry_id) is not None:
         raise Conflict(f"register entry '{entry_id}' exists already")
-    row = RegisterEntry(
-        id=entry_id,
-        person_id=entry.person_id,
-        kind=entry.kind,
-        recipients=entry.recipients,
-        fields=entry.fields,
-        purposes=entry.purposes,
-        reason=entry.reason,
-        until=entry.until,
-        recorded_by=actor,
-        recorded_at=datetime.now(UTC),
+    write_entries(
+        session, added=[entry_row(entry, entry_id=entry_id, actor=actor, at=datetime.now(UTC))]
     )
-    session.add(row)
-    append_changes(session, [(entry_id, entry.person_id)])
+    row = session.get_one(RegisterEntry, entry_id)
     record_change(
         session,
         moves=None,  # the register feed moves instead
@@ -87,7 +146,7 @@ def add_entry(
         target_type="register",
         target_id=entry_id,
         before=None,
-        after=_summary(row),
+        after=summarize(row),
     )
     return row
 
@@ -106,10 +165,11 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
         raise NotFound(f"no register entry '{entry_id}'")
     if row.removed_at is not None:
         raise Conflict(f"register entry '{entry_id}' was removed already")
-    before = _summary(row)
-    row.removed_at = datetime.now(UTC)
-    row.removed_by = actor
-    append_changes(session, [(entry_id, row.person_id)])
+    before = summarize(row)
+    write_entries(
+        session, changed=[{"id": entry_id, "removed_at": datetime.now(UTC), "removed_by": actor}]
+    )
+    session.refresh(row)
     record_change(
         session,
         moves=None,  # the register feed moves instead
@@ -118,7 +178,7 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
         target_type="register",
         target_id=entry_id,
         before=before,
-        after=_summary(row),
+        after=summarize(row),
     )
     return row
 
@@ -134,3 +194,23 @@ def entry_of(row: RegisterEntry) -> Restriction | Consent:
         return Consent(row.id, row.person_id, scope, row.recorded_at, row.until)
     kind: RestrictionKind = "sealed" if row.kind == "sealed" else "objection"
     return Restriction(row.id, row.person_id, kind, scope, row.recorded_at, row.until)
+
+
+def load_register(session: Session) -> dict[str, PersonRegister]:
+    """Every live entry, by person: a replica's view of the register when it starts."""
+    restrictions: dict[str, list[Restriction]] = defaultdict(list)
+    consents: dict[str, list[Consent]] = defaultdict(list)
+    for row in session.scalars(
+        select(RegisterEntry)
+        .where(RegisterEntry.removed_at.is_(None))
+        .execution_options(yield_per=10_000)
+    ):
+        entry = entry_of(row)
+        if isinstance(entry, Consent):
+            consents[row.person_id].append(entry)
+        else:
+            restrictions[row.person_id].append(entry)
+    return {
+        person: PersonRegister(tuple(restrictions[person]), tuple(consents[person]))
+        for person in set(restrictions) | set(consents)
+    }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 
 import structlog
@@ -23,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from app.errors import Unavailable
 from app.policy.register import NO_ENTRIES, Consent, PersonRegister, Restriction
-from app.register.feed import CHANGES_PER_READ, changes_after, feed_head, live_entries
-from app.register.service import entry_of
+from app.register.feed import CHANGES_PER_READ, changes_after, feed_head
+from app.register.service import entry_of, load_register
 from app.runtime.metrics import REGISTER_CHANGES_APPLIED, REGISTER_SEQ
 
 log = structlog.get_logger(__name__)
@@ -101,24 +100,18 @@ class LiveRegister:
             self._confirmed_at = started  # everything committed before `started` is seen
 
     def _load(self) -> None:
-        by_person: dict[str, list[Restriction | Consent]] = defaultdict(list)
         with Session(self._engine) as session, session.begin():
             head = feed_head(session)  # first: entries read after it are at least as new
-            for row in live_entries(session):
-                by_person[row.person_id].append(entry_of(row))
-        self._by_person = {
-            person: PersonRegister(
-                tuple(e for e in entries if isinstance(e, Restriction)),
-                tuple(e for e in entries if isinstance(e, Consent)),
-            )
-            for person, entries in by_person.items()
-        }
+            by_person = load_register(session)
+        self._by_person = by_person
         self._person_of = {
-            entry.id: person for person, entries in by_person.items() for entry in entries
+            entry.id: person
+            for person, entries in by_person.items()
+            for entry in (*entries.restrictions, *entries.consents)
         }
         self._seq = head
         REGISTER_SEQ.set(head)
-        log.info("register loaded", register_seq=head, persons=len(self._by_person))
+        log.info("register loaded", register_seq=head, persons=len(by_person))
 
     def _catch_up(self) -> None:
         assert self._seq is not None

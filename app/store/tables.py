@@ -103,7 +103,6 @@ class RegisterChange(Base):
 
     seq: Mapped[int] = mapped_column(SequenceNumber, primary_key=True, autoincrement=False)
     entry_id: Mapped[str] = mapped_column(String(128))
-    person_id: Mapped[str] = mapped_column(String(128))
     changed_at: Mapped[datetime]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -68,19 +69,26 @@ class RequestContext:
 
 
 class BodyLimit:
-    """Refuse a request body over `max_bytes` with 413, whether or not it declares its length."""
+    """Refuse a request body over `max_bytes` with 413, whether or not it declares its length.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `bounds` gives some paths their own limit (a register import is a whole file).
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, bounds: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.bounds = dict(bounds or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.bounds.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            await self._refuse(scope, receive, send, max_bytes)
             return
         received = 0
 
@@ -89,7 +97,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # FastAPI re-raises an HTTPException met while reading the body,
                     # and the problem handlers turn it into a 413 problem.
                     raise HTTPException(413, "Request body too large")
@@ -97,6 +105,6 @@ class BodyLimit:
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"the body is larger than {self.max_bytes} bytes"
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        detail = f"the body is larger than {max_bytes} bytes"
         await problem_response(413, "Request body too large", detail)(scope, receive, send)

@@ -13,7 +13,14 @@ from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
-from app.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from app.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -123,6 +130,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _simple(404, "Not found"))
     app.add_exception_handler(Conflict, _simple(409, "Conflict"))
     app.add_exception_handler(Forbidden, _simple(403, "Forbidden"))
+    app.add_exception_handler(UnsupportedMediaType, _simple(415, "Unsupported media type"))
     app.add_exception_handler(Unavailable, _unavailable)
     # The database is unreachable or refuses work (down, read-only): retry later.
     app.add_exception_handler(OperationalError, _database_unavailable)

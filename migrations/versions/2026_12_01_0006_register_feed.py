@@ -37,7 +37,6 @@ def upgrade() -> None:
         "register_changes",
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("entry_id", sa.String(length=128), nullable=False),
-        sa.Column("person_id", sa.String(length=128), nullable=False),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_register_changes")),
     )
