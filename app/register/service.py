@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
 from app.errors import Conflict, InvalidParams, NotFound
-from app.policy.register import Consent, Restriction, RestrictionKind, Scope
+from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
 from app.policy.vocabulary import Vocabulary
 from app.register.feed import append_changes
 from app.store.tables import RegisterEntry
