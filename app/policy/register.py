@@ -85,5 +85,8 @@ class PersonRegister:
     def empty(self) -> bool:
         return not (self.restrictions or self.consents)
 
+    def ids(self) -> list[str]:
+        return [r.id for r in self.restrictions] + [c.id for c in self.consents]
+
 
 NO_ENTRIES = PersonRegister()

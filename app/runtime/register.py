@@ -105,9 +105,7 @@ class LiveRegister:
             by_person = load_register(session)
         self._by_person = by_person
         self._person_of = {
-            entry.id: person
-            for person, entries in by_person.items()
-            for entry in (*entries.restrictions, *entries.consents)
+            entry_id: person for person, entries in by_person.items() for entry_id in entries.ids()
         }
         self._seq = head
         REGISTER_SEQ.set(head)
