@@ -28,7 +28,7 @@ from app.policy.register import PersonRegister
 from app.register.service import load_register, remove_entry
 from app.register.transfer import COLUMNS
 from app.store.database import make_engine, upgrade_schema
-from app.store.revisions import read_revision
+from app.store.revisions import POLICY, REGISTER, read_revision
 from app.store.tables import ChangeRecord, RegisterEntry
 from tests.conftest import (
     SCENARIO,
@@ -117,8 +117,14 @@ def imports(engine: Engine) -> list[ChangeRecord]:
 
 
 def revision(engine: Engine) -> int:
+    """The register feed's position: it moves by one for each entry written."""
     with engine.connect() as connection:
-        return read_revision(connection)
+        return read_revision(connection, REGISTER)
+
+
+def policy_revision(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return read_revision(connection, POLICY)
 
 
 def register_of(engine: Engine) -> dict[str, PersonRegister]:
@@ -450,7 +456,7 @@ def test_reimport_unchanged_is_a_no_op_and_a_changed_entry_needs_replace(
 
     replaced = accord("register", "import", str(path), "--replace", "--actor", "bob", env=env)
     assert f"1 added, 2 replaced, {len(rows) - 2} unchanged" in replaced.stdout
-    assert revision(engine) == after_first + 1
+    assert revision(engine) == after_first + 3  # one added, two replaced
     with Session(engine) as session:
         row = session.get_one(RegisterEntry, rows[0]["id"])
         assert row.fields == ["contact.address", "contact.phone"]
@@ -470,7 +476,7 @@ def test_each_import_is_one_change_record_with_its_digest_and_counts(
 ) -> None:
     text = to_csv([entry(f"log-{n}", person=f"P-{n}") for n in range(25)])
     path = write(tmp_path, "log.csv", text)
-    before = revision(engine)
+    before, policy_before = revision(engine), policy_revision(engine)
     accord("register", "import", str(path), "--actor", "carol", env=scenario_env(database_url))
     [record] = imports(engine)
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -484,7 +490,8 @@ def test_each_import_is_one_change_record_with_its_digest_and_counts(
         "replaced": 0,
         "unchanged": 0,
     }
-    assert revision(engine) == before + 1
+    assert revision(engine) == before + 25  # each entry reaches replicas through the feed
+    assert policy_revision(engine) == policy_before  # and nothing is compiled
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(ChangeRecord)) == 1
 
