@@ -65,11 +65,13 @@ def test_soak_benchmark_samples_the_server_and_counts_every_answer() -> None:
     assert all(sample["rss_mib"] > 0 and sample["fds"] > 0 for sample in samples)
 
 
-def test_register_import_benchmark_imports_reimports_and_exports() -> None:
-    figures = _last_json_line("bench.register_import", "--backend", "sqlite", "--entries", "500")[
-        "register_import"
-    ]
+def test_register_benchmark_imports_loads_writes_and_decides() -> None:
+    printed = _last_json_line("bench.register", "--backend", "sqlite", "--entries", "500")
+    figures, engine = printed["register"], printed["engine"]
     assert isinstance(figures, list)
     [row] = figures
     assert (row["backend"], row["entries"]) == ("sqlite", 500)
     assert row["rows_per_s"] > 0 and row["export_rows_per_s"] > 0
+    assert row["persons"] > 0 and row["replica_ready_s"] > 0 and row["rss_ready_mib"] > 0
+    assert row["write_p99_ms"] >= row["write_p50_ms"] > 0
+    assert isinstance(engine, dict) and engine["registered_p50_us_500"] > 0
