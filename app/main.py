@@ -25,6 +25,7 @@ from app.decision.service import DecisionService
 from app.register.router import IMPORT_PATH
 from app.register.router import router as register_router
 from app.runtime.clock import Clock, SystemClock
+from app.runtime.follow import follow
 from app.runtime.live_policy import LivePolicy
 from app.runtime.logs import configure_logging
 from app.runtime.register import LiveRegister
@@ -96,12 +97,21 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await asyncio.to_thread(register.refresh)
         except Exception as exc:  # not ready until the register loads; keep trying
             log.error("no register at start", error=str(exc))
-        follower = asyncio.create_task(live.follow(settings.policy_poll_seconds))
-        register_follower = asyncio.create_task(register.follow(settings.policy_poll_seconds))
+        interval = settings.policy_poll_seconds
+        followers = [
+            # a failed reload keeps the previous policy and API clients
+            asyncio.create_task(
+                follow(live.refresh, interval=interval, failure="policy refresh failed")
+            ),
+            # a register view that cannot be refreshed ages; past its lag it fails closed
+            asyncio.create_task(
+                follow(register.refresh, interval=interval, failure="register refresh failed")
+            ),
+        ]
         try:
             yield
         finally:
-            for task in (follower, register_follower):
+            for task in followers:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -11,7 +11,6 @@ the callers follow their own revision whatever happens to it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import threading
@@ -200,14 +199,3 @@ class LivePolicy:
             policy_revision=policy.revision,
             agreements=len(policy.agreements),
         )
-
-    async def follow(self, interval: float) -> None:
-        """Refresh every `interval` seconds until cancelled."""
-        while True:
-            try:
-                await asyncio.to_thread(self.refresh)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep the previous policy; try again next time
-                log.error("policy refresh failed", error=str(exc))
-            await asyncio.sleep(interval)

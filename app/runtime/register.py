@@ -11,7 +11,6 @@ objection must never turn into a permit.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -143,14 +142,3 @@ class LiveRegister:
             self._by_person.pop(person_id, None)
         else:
             self._by_person[person_id] = entries
-
-    async def follow(self, interval: float) -> None:
-        """Refresh every `interval` seconds until cancelled."""
-        while True:
-            try:
-                await asyncio.to_thread(self.refresh)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the view ages; past its lag decisions fail closed
-                log.error("register refresh failed", error=str(exc).splitlines()[0])
-            await asyncio.sleep(interval)
