@@ -148,7 +148,8 @@ def register_of(engine: Engine) -> dict[str, PersonRegister]:
 def imported_service(
     request: pytest.FixtureRequest, backend: Backend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Engine, str]]:
-    """The scenario's agreements, and its register imported as one file through the API."""
+    """The scenario's agreements, and its register imported as one file: CSV with
+    `accord register import` while the server runs, NDJSON through the API."""
     fmt: str = request.param
     url = backend.new_database()
     upgrade_schema(url)
@@ -162,13 +163,22 @@ def imported_service(
         rows += [entry(f"pad-{n}", person=f"P-PAD-{n}") for n in range(40)]
         text = to_csv(rows) if fmt == "csv" else to_ndjson(rows)
         assert len(text.encode()) > 1024
-        response = server.post(
-            "/v1/register/import", content=text.encode(), headers={"content-type": MEDIA[fmt]}
-        )
-        assert response.status_code == 200, response.text
-        result = response.json()
-        assert (result["format"], result["rows"], result["added"]) == (fmt, len(rows), len(rows))
-        assert (result["replaced"], result["unchanged"]) == (0, 0)
+        if fmt == "csv":  # with the command, beside the running server: it follows the feed
+            path = tmp_path_factory.mktemp("files") / "register.csv"
+            path.write_text(text, encoding="utf-8")
+            done = accord("register", "import", str(path), env=env)
+            assert f"{len(rows)} added, 0 replaced, 0 unchanged" in done.stdout
+            assert wait_until(
+                lambda: server.get("/readyz").json().get("register_seq") == len(rows), 5.0
+            ), "the server did not take the imported entries from the register feed"
+        else:  # over the API
+            response = server.post(
+                "/v1/register/import", content=text.encode(), headers={"content-type": MEDIA[fmt]}
+            )
+            assert response.status_code == 200, response.text
+            result = response.json()
+            assert (result["format"], result["rows"]) == (fmt, len(rows))
+            assert (result["added"], result["replaced"], result["unchanged"]) == (len(rows), 0, 0)
         yield server, engine, fmt
     finally:
         server.stop()
