@@ -266,7 +266,7 @@ def engine_figures(entries: int) -> dict[str, float]:
         revision=1, vocabulary=vocabulary, agreements=agreements, model_text=MODEL_TEXT
     )
     snapshot = PolicySnapshot.of(policy)
-    questions = _questions(agreements[:150], vocabulary, rng)
+    questions = _questions(agreements, vocabulary, rng)
 
     def p50(register: dict[str, PersonRegister], persons: list[str]) -> float:
         samples = []
@@ -296,7 +296,8 @@ def engine_figures(entries: int) -> dict[str, float]:
 def _questions(
     agreements: list[Agreement], vocabulary: Vocabulary, rng: random.Random
 ) -> list[tuple[Question, int | None]]:
-    """Questions between parties that share a consent-based grant, on fields it covers."""
+    """Questions between parties that share an agreement, on fields its first grant covers
+    (a consent-based one for the first 150 agreements)."""
     asked = []
     for _ in range(4000):
         agreement = rng.choice(agreements)

@@ -201,6 +201,8 @@ def _decide(
         emergency=question.emergency,
         register=facts.register,
     )
+    if not lines:  # the model's default: with no line to match, Casbin denies
+        return _explain_deny(policy, question, facts, now)
     allowed, line = enforcer.enforce(
         lines,
         CasbinRequest(
