@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ from app.policy.lines import casbin_time
 from app.policy.register import NO_ENTRIES as NO
 from app.policy.register import Consent, PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary, parse_vocabulary
-from app.register.service import NewEntry, add_entry
+from app.register.service import NewEntry, add_entry, remove_entry
 from app.register.transfer import COLUMNS
 from app.runtime.live_policy import collector_paused
 from app.runtime.register import LiveRegister
@@ -133,6 +134,7 @@ def run(backend: str, url: str, source: Path, entries: int) -> dict[str, object]
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         **ready,
         **_writes(url),
+        **_memory_creep(url),
         **_loop_lag(url, more),
     }
 
@@ -203,6 +205,51 @@ def _writes(url: str, count: int = 200) -> dict[str, float]:
         "write_p50_ms": round(statistics.median(write_ms), 2),
         "write_p99_ms": round(_p99(write_ms), 2),
         "write_until_seen_p99_ms": round(_p99(seen_ms), 2),
+    }
+
+
+def _memory_creep(url: str) -> dict[str, float]:
+    """A replica's view after 10 register changes and after 1,000 (entries recorded and
+    removed again, so the register itself ends where it began): memory traced by Python."""
+    engine = make_engine(url)
+    view = LiveRegister(engine, max_lag_seconds=5)
+    view.refresh()
+    vocabulary = load_vocabulary(VOCABULARY)
+
+    def change(n: int) -> None:
+        with Session(engine) as session:
+            if n % 2 == 0:
+                entry = NewEntry(
+                    id=f"creep-{n}",
+                    person_id=f"P-creep-{n % 7}",
+                    kind="consent",
+                    recipients=None,
+                    fields=None,
+                    purposes=None,
+                    reason="bench",
+                    until=None,
+                )
+                add_entry(session, entry=entry, vocabulary=vocabulary, actor="bench")
+            else:
+                remove_entry(session, entry_id=f"creep-{n - 1}", actor="bench")
+            session.commit()
+        view.refresh()
+
+    gc.collect()
+    tracemalloc.start()
+    for n in range(10):
+        change(n)
+    gc.collect()
+    after_10 = tracemalloc.get_traced_memory()[0]
+    for n in range(10, 1000):
+        change(n)
+    gc.collect()
+    after_1000 = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    engine.dispose()
+    return {
+        "traced_kib_after_10_changes": round(after_10 / 1024, 1),
+        "traced_kib_after_1000_changes": round(after_1000 / 1024, 1),
     }
 
 
