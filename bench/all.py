@@ -3,8 +3,8 @@
     python -m bench.all          # or: make bench (a quarter of an hour or more)
 
 Runs the engine, HTTP (SQLite, then PostgreSQL), audit-commit and register
-(1,000,000 entries, both backends) benchmarks one after another, keeps each one's output in var/bench/, writes all their
-JSON to var/bench/results.json and prints the targets table that
+(1,000,000 entries, both backends) benchmarks one after another, keeps each
+one's output in var/bench/, writes all their JSON to var/bench/results.json and prints the targets table that
 docs/performance.md records. The 10-million-row audit benchmark
 (bench.audit_scale) and the soak (bench.soak) take much longer and run apart.
 """
@@ -102,7 +102,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             audit["group_speedup"] > 1,
         )
     )
-    return rows + register_targets(results["register"])
+    return [*rows, *register_targets(results["register"])]
 
 
 def register_targets(figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -152,7 +152,7 @@ def register_targets(figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
     engine = figures["engine"]
     sizes = sorted(int(key.rsplit("_", 1)[1]) for key in engine if key.startswith("registered_"))
     small, large = (engine[f"registered_p50_us_{size}"] for size in (sizes[0], sizes[-1]))
-    return rows + [
+    rows += [
         (
             "registered person's decision, cold, p50 ≤ 25 µs",
             f"{large} µs at {sizes[-1]:,} entries (a plain decision: {engine['plain_p50_us']} µs)",
@@ -169,6 +169,7 @@ def register_targets(figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
             engine["blanket_consent_p50_us"] <= 2 * engine["plain_p50_us"],
         ),
     ]
+    return rows
 
 
 def main() -> None:
