@@ -4,8 +4,8 @@
 
 Runs the engine, HTTP (SQLite, then PostgreSQL), audit-commit and register
 (1,000,000 entries, both backends) benchmarks one after another, keeps each
-one's output in var/bench/, writes all their JSON to var/bench/results.json and prints the targets table that
-docs/performance.md records. The 10-million-row audit benchmark
+one's output in var/bench/, writes all their JSON to var/bench/results.json
+and prints the targets table that docs/performance.md records. The 10-million-row audit benchmark
 (bench.audit_scale) and the soak (bench.soak) take much longer and run apart.
 """
 
