@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -184,7 +184,32 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     return row
 
 
-def entry_of(row: RegisterEntry) -> Restriction | Consent:
+class StoredEntry(Protocol):
+    """A register row as read: the ORM entity, or a Core row of the columns used here."""
+
+    id: str
+    person_id: str
+    kind: str
+    recipients: list[str] | None
+    fields: list[str] | None
+    purposes: list[str] | None
+    recorded_at: datetime
+    until: datetime | None
+
+
+ENTRY_COLUMNS = (
+    RegisterEntry.id,
+    RegisterEntry.person_id,
+    RegisterEntry.kind,
+    RegisterEntry.recipients,
+    RegisterEntry.fields,
+    RegisterEntry.purposes,
+    RegisterEntry.recorded_at,
+    RegisterEntry.until,
+)
+
+
+def entry_of(row: StoredEntry) -> Restriction | Consent:
     """A stored entry as the decision engine reads it."""
     scope = Scope(
         recipients=tuple(row.recipients) if row.recipients is not None else None,
@@ -201,12 +226,13 @@ def load_register(session: Session) -> dict[str, PersonRegister]:
     """Every live entry, by person: a replica's view of the register when it starts."""
     restrictions: dict[str, list[Restriction]] = defaultdict(list)
     consents: dict[str, list[Consent]] = defaultdict(list)
-    for row in session.scalars(
-        select(RegisterEntry)
+    # plain rows of the columns needed, not entities: a million of them at start-up
+    for row in session.execute(
+        select(*ENTRY_COLUMNS)
         .where(RegisterEntry.removed_at.is_(None))
         .execution_options(yield_per=10_000)
     ):
-        entry = entry_of(row)
+        entry = entry_of(cast(StoredEntry, row))
         if isinstance(entry, Consent):
             consents[row.person_id].append(entry)
         else:
