@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import structlog
 from sqlalchemy import Engine
@@ -48,16 +47,9 @@ def _with(
 
 
 class LiveRegister:
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        max_lag_seconds: float,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, engine: Engine, *, max_lag_seconds: float) -> None:
         self._engine = engine
         self._max_lag = max_lag_seconds
-        self._monotonic = monotonic
         self._by_person: dict[str, PersonRegister] = {}
         self._person_of: dict[str, str] = {}  # entry id -> the person it is filed under
         self._seq: int | None = None  # the last change applied; None: not loaded
@@ -74,7 +66,7 @@ class LiveRegister:
 
     def lag_seconds(self) -> float:
         """How long since this view was last confirmed current."""
-        return self._monotonic() - self._confirmed_at
+        return time.monotonic() - self._confirmed_at
 
     def is_current(self) -> bool:
         return self._seq is not None and self.lag_seconds() <= self._max_lag
@@ -91,7 +83,7 @@ class LiveRegister:
     def refresh(self) -> None:
         """Load the register, or apply the changes since the last one (blocking)."""
         with self._reading:
-            started = self._monotonic()
+            started = time.monotonic()
             if self._seq is None:
                 self._load()
             else:
