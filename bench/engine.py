@@ -31,7 +31,7 @@ from app.decision.engine import PersonFacts, Question, evaluate
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.vocabulary import Vocabulary, parse_vocabulary
-from app.runtime.live_policy import collector_paused
+from app.runtime.collector import collector_paused
 from app.runtime.snapshot import PolicySnapshot
 
 MODEL_TEXT = (Path(__file__).resolve().parents[1] / "policies" / "model.conf").read_text()

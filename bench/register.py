@@ -59,7 +59,7 @@ from app.policy.register import Consent, PersonRegister, Restriction, Scope
 from app.policy.vocabulary import Vocabulary, parse_vocabulary
 from app.register.service import NewEntry, add_entry, remove_entry
 from app.register.transfer import COLUMNS
-from app.runtime.live_policy import collector_paused
+from app.runtime.collector import collector_paused
 from app.runtime.register import LiveRegister
 from app.runtime.snapshot import PolicySnapshot
 from app.store.database import make_engine, upgrade_schema

@@ -6,7 +6,7 @@ The field order is `policies/model.conf`'s policy and request definitions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import NamedTuple
 
 FOREVER = "9999-12-31"  # the end of a window with no end; orders after every moment
@@ -18,7 +18,9 @@ def casbin_time(moment: datetime | date | None) -> str:
     if moment is None:
         return FOREVER
     if isinstance(moment, datetime):
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if moment.utcoffset():
+            moment = moment.astimezone(UTC)
+        return moment.isoformat(timespec="seconds")[:19] + "Z"  # strftime: 10x the time
     return moment.isoformat()
 
 

@@ -18,7 +18,7 @@ from app.policy.vocabulary import Vocabulary
 RestrictionKind = Literal["sealed", "objection"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Scope:
     """The recipients, fields and purposes an entry covers (None: all of them)."""
 
@@ -45,7 +45,7 @@ class Scope:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Restriction:
     id: str
     person_id: str
@@ -61,7 +61,7 @@ class Restriction:
         object.__setattr__(self, "window", (casbin_time(self.recorded_at), casbin_time(self.until)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Consent:
     id: str
     person_id: str
@@ -76,7 +76,7 @@ class Consent:
         object.__setattr__(self, "window", (casbin_time(self.recorded_at), casbin_time(self.until)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PersonRegister:
     restrictions: tuple[Restriction, ...] = ()
     consents: tuple[Consent, ...] = ()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+import orjson
+from sqlalchemy import Row, String, Table, bindparam, insert, select, update
+from sqlalchemy import cast as cast_as
 from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
@@ -184,60 +187,75 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     return row
 
 
-class StoredEntry(Protocol):
-    """A register row as read: the ORM entity, or a Core row of the columns used here."""
-
-    id: str
-    person_id: str
-    kind: str
-    recipients: list[str] | None
-    fields: list[str] | None
-    purposes: list[str] | None
-    recorded_at: datetime
-    until: datetime | None
+DIMENSIONS = (RegisterEntry.recipients, RegisterEntry.fields, RegisterEntry.purposes)
 
 
-ENTRY_COLUMNS = (
-    RegisterEntry.id,
-    RegisterEntry.person_id,
-    RegisterEntry.kind,
-    RegisterEntry.recipients,
-    RegisterEntry.fields,
-    RegisterEntry.purposes,
-    RegisterEntry.recorded_at,
-    RegisterEntry.until,
-)
-
-
-def entry_of(row: StoredEntry) -> Restriction | Consent:
+def entry_of(row: RegisterEntry) -> Restriction | Consent:
     """A stored entry as the decision engine reads it."""
     scope = Scope(
-        recipients=tuple(row.recipients) if row.recipients is not None else None,
-        fields=tuple(row.fields) if row.fields is not None else None,
-        purposes=tuple(row.purposes) if row.purposes is not None else None,
+        recipients=_names(row.recipients),
+        fields=_names(row.fields),
+        purposes=_names(row.purposes),
     )
-    if row.kind == "consent":
-        return Consent(row.id, row.person_id, scope, row.recorded_at, row.until)
-    kind: RestrictionKind = "sealed" if row.kind == "sealed" else "objection"
-    return Restriction(row.id, row.person_id, kind, scope, row.recorded_at, row.until)
+    return _entry(row.id, row.person_id, row.kind, scope, row.recorded_at, row.until)
+
+
+def _names(names: list[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(sys.intern(name) for name in names)
+
+
+def _entry(
+    entry_id: str,
+    person_id: str,
+    kind: str,
+    scope: Scope,
+    recorded_at: datetime,
+    until: datetime | None,
+) -> Restriction | Consent:
+    if kind == "consent":
+        return Consent(entry_id, person_id, scope, recorded_at, until)
+    restriction: RestrictionKind = "sealed" if kind == "sealed" else "objection"
+    return Restriction(entry_id, person_id, restriction, scope, recorded_at, until)
 
 
 def load_register(session: Session) -> dict[str, PersonRegister]:
-    """Every live entry, by person: a replica's view of the register when it starts."""
+    """Every live entry, by person: a replica's view of the register when it starts.
+
+    A million entries: read as plain rows, their dimensions as JSON text decoded
+    once per distinct text, so entries with the same dimensions share one Scope.
+    """
     restrictions: dict[str, list[Restriction]] = defaultdict(list)
     consents: dict[str, list[Consent]] = defaultdict(list)
-    # plain rows of the columns needed, not entities: a million of them at start-up
-    for row in session.execute(
-        select(*ENTRY_COLUMNS)
+    scopes: dict[tuple[str | None, str | None, str | None], Scope] = {}
+    as_text = [cast_as(column, String) for column in DIMENSIONS]
+    rows = session.execute(
+        select(
+            RegisterEntry.id,
+            RegisterEntry.person_id,
+            RegisterEntry.kind,
+            RegisterEntry.recorded_at,
+            RegisterEntry.until,
+            *as_text,
+        )
         .where(RegisterEntry.removed_at.is_(None))
         .execution_options(yield_per=10_000)
-    ):
-        entry = entry_of(cast(StoredEntry, row))
+    )
+    for entry_id, person_id, kind, recorded_at, until, *dimensions in rows:
+        key = (dimensions[0], dimensions[1], dimensions[2])
+        scope = scopes.get(key)
+        if scope is None:
+            scope = scopes[key] = Scope(*(_names(_decoded(text)) for text in key))
+        entry = _entry(sys.intern(entry_id), sys.intern(person_id), kind, scope, recorded_at, until)
         if isinstance(entry, Consent):
-            consents[row.person_id].append(entry)
+            consents[entry.person_id].append(entry)
         else:
-            restrictions[row.person_id].append(entry)
+            restrictions[entry.person_id].append(entry)
     return {
         person: PersonRegister(tuple(restrictions[person]), tuple(consents[person]))
         for person in set(restrictions) | set(consents)
     }
+
+
+def _decoded(text: str | None) -> list[str] | None:
+    names: list[str] | None = None if text is None else orjson.loads(text)
+    return names

@@ -42,6 +42,7 @@ from app.register.service import (
     summarize,
     write_entries,
 )
+from app.runtime.collector import collector_paused
 from app.types import EntryId, LongText, PersonId, VocabularyName
 
 Format = Literal["csv", "ndjson"]
@@ -340,6 +341,7 @@ def _same(entry: NewEntry, row: Row[Any]) -> bool:
     ) == (row.person_id, row.kind, row.recipients, row.fields, row.purposes, row.reason, row.until)
 
 
+@collector_paused()  # a million parsed rows would set off full collections
 def import_register(
     session: Session,
     source: IO[bytes],

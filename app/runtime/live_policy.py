@@ -11,11 +11,9 @@ the callers follow their own revision whatever happens to it.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from app.errors import PolicyUnavailable
 from app.policy.compiler import CompiledPolicy, compile_policy
 from app.policy.files import load_vocabulary
 from app.runtime.callers import Caller
+from app.runtime.collector import collector_paused
 from app.runtime.metrics import (
     CLIENT_REVISION,
     POLICY_COMPILES,
@@ -54,28 +53,6 @@ def load_policy(engine: Engine, *, vocabulary_file: Path, model_file: Path) -> C
         agreements=agreements,
         model_text=model_file.read_text(encoding="utf-8"),
     )
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a policy is read and compiled; then the
-    survivors, the new policy among them, are frozen out of later collections.
-
-    Compiling allocates enough long-lived objects to set off full collections,
-    each a 100-300 ms pause of every thread at 10,000 agreements (decisions
-    included); paused, the compile is also twice as fast. A replaced policy has
-    no reference cycles, so reference counting frees it, frozen or not
-    (tests/policy/test_compiler.py); what a freeze keeps from the cyclic
-    collector for good is the cyclic garbage of that moment, once per reload.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-        gc.freeze()
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from app.errors import Unavailable
 from app.policy.register import NO_ENTRIES, Consent, PersonRegister, Restriction
 from app.register.feed import CHANGES_PER_READ, changes_after, feed_head
 from app.register.service import entry_of, load_register
+from app.runtime.collector import collector_paused
 from app.runtime.metrics import REGISTER_CHANGES_APPLIED, REGISTER_SEQ
 
 log = structlog.get_logger(__name__)
@@ -90,6 +91,7 @@ class LiveRegister:
                 self._catch_up()
             self._confirmed_at = started  # everything committed before `started` is seen
 
+    @collector_paused()  # and the million entries loaded are frozen out of collections
     def _load(self) -> None:
         with Session(self._engine) as session, session.begin():
             head = feed_head(session)  # first: entries read after it are at least as new
