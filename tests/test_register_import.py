@@ -55,6 +55,8 @@ REGISTER_CASES = [
 ]
 MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 
+pytestmark = pytest.mark.slow  # the `accord` command and `accord serve` processes
+
 
 # --- files -----------------------------------------------------------------------------
 

@@ -338,6 +338,7 @@ def _compare(
         )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(worlds())
 def test_the_engine_decides_as_the_design_reads(
@@ -346,6 +347,7 @@ def test_the_engine_decides_as_the_design_reads(
     _compare(world)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(worlds().filter(_overrides_an_objection_not_live))
 def test_an_objection_that_is_not_live_is_not_overridden(
