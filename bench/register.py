@@ -182,21 +182,8 @@ def _writes(url: str, count: int = 200) -> dict[str, float]:
     for n in range(count):
         started = time.perf_counter()
         with Session(engine) as session:
-            add_entry(
-                session,
-                entry=NewEntry(
-                    id=f"written-{n}",
-                    person_id=f"P-written-{n}",
-                    kind="objection",
-                    recipients=None,
-                    fields=None,
-                    purposes=None,
-                    reason="bench",
-                    until=None,
-                ),
-                vocabulary=vocabulary,
-                actor="bench",
-            )
+            entry = _blanket(f"written-{n}", f"P-written-{n}", "objection")
+            add_entry(session, entry=entry, vocabulary=vocabulary, actor="bench")
             session.commit()
         written = time.perf_counter()
         other.refresh()
@@ -227,16 +214,7 @@ def _memory_creep(url: str) -> dict[str, float]:
     def change(n: int) -> None:
         with Session(engine) as session:
             if n % 2 == 0:
-                entry = NewEntry(
-                    id=f"creep-{n}",
-                    person_id=f"P-creep-{n % 7}",
-                    kind="consent",
-                    recipients=None,
-                    fields=None,
-                    purposes=None,
-                    reason="bench",
-                    until=None,
-                )
+                entry = _blanket(f"creep-{n}", f"P-creep-{n % 7}", "consent")
                 add_entry(session, entry=entry, vocabulary=vocabulary, actor="bench")
             else:
                 remove_entry(session, entry_id=f"creep-{n - 1}", actor="bench")
@@ -259,6 +237,11 @@ def _memory_creep(url: str) -> dict[str, float]:
         "traced_kib_after_10_changes": round(after_10 / 1024, 1),
         "traced_kib_after_1000_changes": round(after_1000 / 1024, 1),
     }
+
+
+def _blanket(entry_id: str, person_id: str, kind: str) -> NewEntry:
+    """An entry with no dimensions, as a register write of the benchmark."""
+    return NewEntry(entry_id, person_id, kind, None, None, None, reason="bench", until=None)
 
 
 def _p99(samples: list[float]) -> float:
