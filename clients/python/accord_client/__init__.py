@@ -6,44 +6,6 @@ See `accord_client._client` for what is retried and what every error means:
 every `AccordError` is no decision, to be treated as a deny.
 """
 
-from accord_client._client import (
-    DEFAULT_TIMEOUT,
-    AccordClient,
-    AccordError,
-    AccordUnreachable,
-    AsyncAccordClient,
-    BatchDecision,
-    Decision,
-    Forbidden,
-    InvalidParam,
-    InvalidRequest,
-    NoAnswer,
-    Obligation,
-    Question,
-    Reason,
-    RequestTooLarge,
-    Unauthenticated,
-    Unavailable,
-    UnexpectedAnswer,
-)
-
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "AccordClient",
-    "AccordError",
-    "AccordUnreachable",
-    "AsyncAccordClient",
-    "BatchDecision",
-    "Decision",
-    "Forbidden",
-    "InvalidParam",
-    "InvalidRequest",
-    "NoAnswer",
-    "Obligation",
-    "Question",
-    "Reason",
-    "RequestTooLarge",
-    "Unauthenticated",
-    "Unavailable",
-    "UnexpectedAnswer",
-]
+# The public names are listed once, in _client.__all__.
+from accord_client._client import *  # noqa: F403
+from accord_client._client import __all__ as __all__
