@@ -55,7 +55,7 @@ from app.policy.compiler import compile_policy
 from app.policy.files import load_vocabulary
 from app.policy.lines import casbin_time
 from app.policy.register import NO_ENTRIES as NO
-from app.policy.register import Consent, PersonRegister, Restriction, Scope
+from app.policy.register import Consent, PersonRegister, Restriction, Scope, window_of
 from app.policy.vocabulary import Vocabulary, parse_vocabulary
 from app.register.service import NewEntry, add_entry, remove_entry
 from app.register.transfer import COLUMNS
@@ -68,7 +68,7 @@ from tests.postgres import ThrowawayPostgres
 
 VOCABULARY = PROJECT_DIR / "policies" / "vocabulary.yaml"
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-RECORDED = datetime(2026, 1, 1, tzinfo=UTC)
+ALWAYS = window_of(datetime(2026, 1, 1, tzinfo=UTC), None)  # every entry: recorded, no end
 EVERYTHING = Scope(None, None, None)  # a blanket entry
 
 
@@ -325,7 +325,7 @@ def engine_figures(entries: int) -> dict[str, float]:
         figures[f"registered_p50_us_{size}"] = round(p50(register, sorted(register)), 1)
         del register
         gc.collect()
-    consent = Consent("c-27", "P-27", EVERYTHING, RECORDED, None)
+    consent = Consent("c-27", "P-27", EVERYTHING, ALWAYS)
     blanket = {"P-27": PersonRegister(consents=(consent,))}
     figures["blanket_consent_p50_us"] = round(p50(blanket, ["P-27"]), 1)
     return figures
@@ -370,11 +370,11 @@ def _register(
         scope = EVERYTHING if blanket else Scope((rng.choice(agencies),), None, None)
         if n % 3 == 0:
             seal = Scope(None, tuple(rng.sample(fields, 2)), None)
-            restrictions.append(Restriction(f"s-{n}", person, "sealed", seal, RECORDED, None))
+            restrictions.append(Restriction(f"s-{n}", person, "sealed", seal, ALWAYS))
         elif n % 3 == 1:
-            restrictions.append(Restriction(f"o-{n}", person, "objection", scope, RECORDED, None))
+            restrictions.append(Restriction(f"o-{n}", person, "objection", scope, ALWAYS))
         else:
-            consents.append(Consent(f"c-{n}", person, scope, RECORDED, None))
+            consents.append(Consent(f"c-{n}", person, scope, ALWAYS))
     return {
         person: PersonRegister(tuple(restrictions), tuple(consents))
         for person, (restrictions, consents) in by_person.items()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.policy.agreements import Agreement, Grant
 from app.policy.register import Consent, PersonRegister, Restriction, Scope
@@ -92,8 +92,15 @@ def leaves(vocabulary: Vocabulary, field: str) -> list[str]:
 
 
 def live(entry: Restriction | Consent, now: datetime) -> bool:
-    """An entry applies from when it was recorded until `until` (exclusive)."""
-    return entry.recorded_at <= now and (entry.until is None or now < entry.until)
+    """An entry applies from when it was recorded until `until` (exclusive), its window
+    read back as moments."""
+    recorded, until = (_moment(text) for text in entry.window)
+    return recorded <= now < until
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def scope_covers(vocabulary: Vocabulary, scope: Scope, ask: Ask) -> bool:

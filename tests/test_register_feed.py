@@ -3,15 +3,22 @@ second, compiling nothing; a replica that cannot read the feed fails closed."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
 
+from app.policy.lines import FOREVER
+from app.policy.register import Consent, Restriction
+from app.register.service import NewEntry, add_entry, entry_of, load_register
+from app.store.tables import RegisterEntry
 from tests.conftest import (
     MASH_REQUEST,
     SCENARIO,
@@ -21,6 +28,7 @@ from tests.conftest import (
     scenario_env,
     wait_until,
 )
+from tests.scenario import scenario_vocabulary
 
 OBJECTION = {
     "id": "r-feed-objection",
@@ -117,3 +125,38 @@ def test_a_replica_that_cannot_read_the_feed_answers_503_and_is_not_ready(
             connection.execute(text("ALTER TABLE register_changes_away RENAME TO register_changes"))
     assert wait_until(lambda: server.get("/readyz").status_code == 200, 3.0)
     assert server.post("/v1/decisions", json=MASH_REQUEST).json()["decision"] == "permit"
+
+
+def test_a_replica_reads_each_entry_at_start_as_the_feed_hands_it_over(engine: Engine) -> None:
+    """The bulk load (times made as text by the database) and one entry read from the feed
+    give the same entry, on both backends: to the second, in UTC, whatever the offset given."""
+    vocabulary = scenario_vocabulary()
+    ends = [
+        None,
+        datetime(2030, 5, 6, 7, 8, 9, 999_999, tzinfo=UTC),
+        datetime(2031, 1, 1, 1, 30, tzinfo=timezone(timedelta(hours=2))),  # 2030-12-31 23:30Z
+        datetime(2032, 2, 29, tzinfo=UTC),
+    ]
+    with Session(engine) as session:
+        for n, until in enumerate(ends):
+            kind = ("sealed", "objection", "consent")[n % 3]
+            entry = NewEntry(
+                f"{kind}-{n}", f"P-{n % 2}", kind, None, ["contact.address"] if n else None,
+                None, "recorded by the test", until,
+            )  # fmt: skip
+            if kind == "sealed" and entry.fields is None:
+                entry = dataclasses.replace(entry, fields=["contact"])
+            add_entry(session, entry=entry, vocabulary=vocabulary, actor="test")
+        session.commit()
+        loaded = load_register(session)
+        rows = session.scalars(select(RegisterEntry)).all()
+        one_by_one = {row.id: entry_of(row) for row in rows}
+    listed: list[Restriction | Consent] = []
+    for entries in loaded.by_person.values():
+        listed += [*entries.restrictions, *entries.consents]
+    by_id = {entry.id: entry for entry in listed}
+    assert by_id == one_by_one
+    assert loaded.person_of == {row.id: row.person_id for row in rows}
+    assert by_id["consent-2"].window[1] == "2030-12-31T23:30:00Z"
+    assert by_id["objection-1"].window[1] == "2030-05-06T07:08:09Z"
+    assert by_id["sealed-0"].window[1] == FOREVER

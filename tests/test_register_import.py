@@ -133,13 +133,16 @@ def register_of(engine: Engine) -> dict[str, PersonRegister]:
     """load_register, with the time each entry was recorded set aside (an import records anew)."""
     with Session(engine) as session:
         register = load_register(session)
-    at = datetime(2000, 1, 1, tzinfo=UTC)
+
+    def undated(entry: Any) -> Any:
+        return dataclasses.replace(entry, window=("recorded", entry.window[1]))
+
     return {
         person: PersonRegister(
-            tuple(dataclasses.replace(r, recorded_at=at) for r in entries.restrictions),
-            tuple(dataclasses.replace(c, recorded_at=at) for c in entries.consents),
+            tuple(undated(r) for r in entries.restrictions),
+            tuple(undated(c) for c in entries.consents),
         )
-        for person, entries in register.items()
+        for person, entries in register.by_person.items()
     }
 
 

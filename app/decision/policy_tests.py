@@ -24,7 +24,14 @@ from app.decision.validate import validated_questions
 from app.errors import InvalidRequest
 from app.policy.agreements import Agreement
 from app.policy.compiler import compile_policy
-from app.policy.register import NO_ENTRIES, Consent, PersonRegister, Restriction, Scope
+from app.policy.register import (
+    NO_ENTRIES,
+    Consent,
+    PersonRegister,
+    Restriction,
+    Scope,
+    window_of,
+)
 from app.policy.vocabulary import Vocabulary
 from app.runtime.snapshot import PolicySnapshot
 
@@ -67,8 +74,7 @@ def register_of(document: Mapping[str, Any], recorded_at: datetime) -> dict[str,
                 entry["person"],
                 entry["kind"],
                 _scope(entry),
-                recorded_at,
-                _moment(entry.get("until")),
+                window_of(recorded_at, _moment(entry.get("until"))),
             )
         )
     for entry in document.get("consents", []):
@@ -77,8 +83,7 @@ def register_of(document: Mapping[str, Any], recorded_at: datetime) -> dict[str,
                 entry["id"],
                 entry["person"],
                 _scope(entry),
-                recorded_at,
-                _moment(entry.get("until")),
+                window_of(recorded_at, _moment(entry.get("until"))),
             )
         )
     return {

@@ -8,7 +8,7 @@ It is data, not compiled policy: a replica holds every person's entries
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -45,20 +45,25 @@ class Scope:
         )
 
 
+Window = tuple[str, str]  # [recorded, until) as Casbin's time text (app/policy/lines.py)
+
+
+def window_of(recorded_at: datetime, until: datetime | None) -> Window:
+    """When an entry is in force: from when it was recorded until its end (None: never)."""
+    return casbin_time(recorded_at), casbin_time(until)
+
+
+# An entry holds its window as text, made once (every question about the person that the
+# entry covers compares it), and a replica's view of a million entries is read as text.
+
+
 @dataclass(frozen=True, slots=True)
 class Restriction:
     id: str
     person_id: str
     kind: RestrictionKind
     scope: Scope
-    recorded_at: datetime
-    until: datetime | None
-    # [recorded_at, until) as Casbin's time text, made once: every question about the
-    # person that the entry covers compares it
-    window: tuple[str, str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "window", (casbin_time(self.recorded_at), casbin_time(self.until)))
+    window: Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +71,7 @@ class Consent:
     id: str
     person_id: str
     scope: Scope
-    recorded_at: datetime
-    until: datetime | None
-    # [recorded_at, until) as Casbin's time text, made once: every question about the
-    # person that the entry covers compares it
-    window: tuple[str, str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "window", (casbin_time(self.recorded_at), casbin_time(self.until)))
+    window: Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +82,6 @@ class PersonRegister:
     @property
     def empty(self) -> bool:
         return not (self.restrictions or self.consents)
-
-    def ids(self) -> list[str]:
-        return [r.id for r in self.restrictions] + [c.id for c in self.consents]
 
 
 NO_ENTRIES = PersonRegister()

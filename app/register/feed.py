@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from app.store.bulk import insert_rows
 from app.store.revisions import REGISTER, bump_revision, read_revision
 from app.store.tables import RegisterChange, RegisterEntry
 
 CHANGES_PER_READ = 10_000
+CHANGES = cast(Table, RegisterChange.__table__)
 
 
 def append_changes(session: Session, entry_ids: Sequence[str]) -> None:
@@ -28,8 +31,9 @@ def append_changes(session: Session, entry_ids: Sequence[str]) -> None:
     last = bump_revision(session, REGISTER, by=len(entry_ids))
     at = datetime.now(UTC)
     first = last - len(entry_ids) + 1
-    session.execute(
-        insert(RegisterChange),
+    insert_rows(
+        session,
+        CHANGES,
         [
             {"seq": first + offset, "entry_id": entry_id, "changed_at": at}
             for offset, entry_id in enumerate(entry_ids)

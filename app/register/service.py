@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,16 +11,26 @@ from itertools import islice
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Row, String, Table, bindparam, insert, select, update
+from sqlalchemy import Row, String, Table, bindparam, select, update
 from sqlalchemy import cast as cast_as
 from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
 from app.errors import Conflict, InvalidParams, NotFound
-from app.policy.register import Consent, PersonRegister, Restriction, RestrictionKind, Scope
+from app.policy.lines import FOREVER
+from app.policy.register import (
+    Consent,
+    PersonRegister,
+    Restriction,
+    RestrictionKind,
+    Scope,
+    Window,
+    window_of,
+)
 from app.policy.vocabulary import Vocabulary
 from app.register.feed import append_changes
-from app.store.tables import RegisterEntry
+from app.store.bulk import insert_rows
+from app.store.tables import RegisterEntry, utc_second_text
 
 WRITE_BATCH = 10_000  # rows per executemany
 ENTRIES = cast(Table, RegisterEntry.__table__)
@@ -100,12 +109,13 @@ def write_entries(
     """The one place register rows are written: insert `added`, update `changed` by id,
     and append a change for each to the register feed (app/register/feed.py).
 
-    Every row of `changed` carries `id` and the same columns to set. Both go as
-    executemany in batches of WRITE_BATCH inside the caller's transaction (taken
+    Every row of `changed` carries `id` and the same columns to set. Both go in
+    batches of WRITE_BATCH (added: app/store/bulk.py, COPY on PostgreSQL; changed:
+    executemany) inside the caller's transaction (taken
     lazily, so a million rows are never all in memory as dicts); nothing is committed.
     """
     for batch in _batches(added):
-        session.execute(insert(ENTRIES), batch)
+        insert_rows(session, ENTRIES, batch)
         append_changes(session, [row["id"] for row in batch])
     statement = None
     for batch in _batches(changed):
@@ -197,7 +207,7 @@ def entry_of(row: RegisterEntry) -> Restriction | Consent:
         fields=_names(row.fields),
         purposes=_names(row.purposes),
     )
-    return _entry(row.id, row.person_id, row.kind, scope, row.recorded_at, row.until)
+    return _entry(row.id, row.person_id, row.kind, scope, window_of(row.recorded_at, row.until))
 
 
 def _names(names: list[str] | None) -> tuple[str, ...] | None:
@@ -205,27 +215,29 @@ def _names(names: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _entry(
-    entry_id: str,
-    person_id: str,
-    kind: str,
-    scope: Scope,
-    recorded_at: datetime,
-    until: datetime | None,
+    entry_id: str, person_id: str, kind: str, scope: Scope, window: Window
 ) -> Restriction | Consent:
     if kind == "consent":
-        return Consent(entry_id, person_id, scope, recorded_at, until)
+        return Consent(entry_id, person_id, scope, window)
     restriction: RestrictionKind = "sealed" if kind == "sealed" else "objection"
-    return Restriction(entry_id, person_id, restriction, scope, recorded_at, until)
+    return Restriction(entry_id, person_id, restriction, scope, window)
 
 
-def load_register(session: Session) -> dict[str, PersonRegister]:
+@dataclass(frozen=True)
+class LoadedRegister:
+    by_person: dict[str, PersonRegister]
+    person_of: dict[str, str]  # entry id -> the person it is filed under
+
+
+def load_register(session: Session) -> LoadedRegister:
     """Every live entry, by person: a replica's view of the register when it starts.
 
-    A million entries: read as plain rows, their dimensions as JSON text decoded
-    once per distinct text, so entries with the same dimensions share one Scope.
+    A million entries: read as plain rows, their times as text made by the
+    database (no datetime is made), their dimensions as JSON text decoded once per
+    distinct text, so entries with the same dimensions share one Scope.
     """
-    restrictions: dict[str, list[Restriction]] = defaultdict(list)
-    consents: dict[str, list[Consent]] = defaultdict(list)
+    entries: dict[str, tuple[list[Restriction], list[Consent]]] = {}
+    person_of: dict[str, str] = {}
     scopes: dict[tuple[str | None, str | None, str | None], Scope] = {}
     as_text = [cast_as(column, String) for column in DIMENSIONS]
     rows = session.execute(
@@ -233,27 +245,33 @@ def load_register(session: Session) -> dict[str, PersonRegister]:
             RegisterEntry.id,
             RegisterEntry.person_id,
             RegisterEntry.kind,
-            RegisterEntry.recorded_at,
-            RegisterEntry.until,
+            utc_second_text(RegisterEntry.recorded_at),
+            utc_second_text(RegisterEntry.until),
             *as_text,
         )
         .where(RegisterEntry.removed_at.is_(None))
         .execution_options(yield_per=10_000)
     )
-    for entry_id, person_id, kind, recorded_at, until, *dimensions in rows:
+    for entry_id, person_id, kind, recorded, until, *dimensions in rows:
         key = (dimensions[0], dimensions[1], dimensions[2])
         scope = scopes.get(key)
         if scope is None:
             scope = scopes[key] = Scope(*(_names(_decoded(text)) for text in key))
-        entry = _entry(sys.intern(entry_id), sys.intern(person_id), kind, scope, recorded_at, until)
+        person = sys.intern(person_id)  # held once, however many entries the person has
+        entry = _entry(entry_id, person, kind, scope, (recorded, until or FOREVER))
+        lists = entries.get(person)
+        if lists is None:
+            lists = entries[person] = ([], [])
         if isinstance(entry, Consent):
-            consents[entry.person_id].append(entry)
+            lists[1].append(entry)
         else:
-            restrictions[entry.person_id].append(entry)
-    return {
-        person: PersonRegister(tuple(restrictions[person]), tuple(consents[person]))
-        for person in set(restrictions) | set(consents)
+            lists[0].append(entry)
+        person_of[entry_id] = person
+    by_person = {
+        person: PersonRegister(tuple(restrictions), tuple(consents))
+        for person, (restrictions, consents) in entries.items()
     }
+    return LoadedRegister(by_person, person_of)
 
 
 def _decoded(text: str | None) -> list[str] | None:

@@ -95,14 +95,12 @@ class LiveRegister:
     def _load(self) -> None:
         with Session(self._engine) as session, session.begin():
             head = feed_head(session)  # first: entries read after it are at least as new
-            by_person = load_register(session)
-        self._by_person = by_person
-        self._person_of = {
-            entry_id: person for person, entries in by_person.items() for entry_id in entries.ids()
-        }
+            loaded = load_register(session)
+        self._by_person = loaded.by_person
+        self._person_of = loaded.person_of
         self._seq = head
         REGISTER_SEQ.set(head)
-        log.info("register loaded", register_seq=head, persons=len(by_person))
+        log.info("register loaded", register_seq=head, persons=len(loaded.by_person))
 
     def _catch_up(self) -> None:
         assert self._seq is not None

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from app.decision.engine import PersonFacts, Question
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import compile_policy
-from app.policy.register import NO_ENTRIES, PersonRegister, Restriction, Scope
+from app.policy.register import NO_ENTRIES, PersonRegister, Restriction, Scope, window_of
 from app.policy.vocabulary import Vocabulary
 from tests.scenario import MODEL_TEXT, evaluate_on, scenario_vocabulary
 
@@ -98,7 +98,7 @@ def restrictions(draw: st.DrawFn) -> Restriction:
         else tuple(draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=2)))
     )
     scope = Scope(recipients=maybe(AGENCY_NAMES), fields=fields, purposes=maybe(PURPOSES))
-    return Restriction("r-generated", "P-1", kind, scope, RECORDED, None)
+    return Restriction("r-generated", "P-1", kind, scope, window_of(RECORDED, None))
 
 
 def _decide(

@@ -34,6 +34,7 @@ from app.policy.register import (
     Restriction,
     RestrictionKind,
     Scope,
+    window_of,
 )
 from tests.conftest import SCENARIO, load_yaml
 from tests.reference_semantics import Answer, Ask, break_glass_open, decide, live, scope_covers
@@ -231,13 +232,15 @@ def registers(draw: st.DrawFn, question: Question) -> dict[str, PersonRegister]:
             recorded = draw(st.sampled_from(MOMENTS[:4]))
             until = draw(st.sampled_from([None, None, *MOMENTS[1:]]))
             scope = _scope(draw, question, fields_required=kind == "sealed")
-            entries.append(Restriction(f"r-{next(serial)}", person, kind, scope, recorded, until))
+            entries.append(
+                Restriction(f"r-{next(serial)}", person, kind, scope, window_of(recorded, until))
+            )
         consents: list[Consent] = []
         for _ in range(draw(st.integers(0, 3))):
             recorded = draw(st.sampled_from(MOMENTS[:4]))
             until = draw(st.sampled_from([None, None, *MOMENTS[1:]]))
             scope = _scope(draw, question)
-            consents.append(Consent(f"c-{next(serial)}", person, scope, recorded, until))
+            consents.append(Consent(f"c-{next(serial)}", person, scope, window_of(recorded, until)))
         if entries or consents:
             register[person] = PersonRegister(tuple(entries), tuple(consents))
     return register
@@ -278,9 +281,7 @@ def _describe(
         listed: list[Restriction | Consent] = [*entries.restrictions, *entries.consents]
         for entry in listed:
             kind = entry.kind if isinstance(entry, Restriction) else "consent"
-            lines.append(
-                f"{person} {entry.id} {kind} {entry.scope} {entry.recorded_at}..{entry.until}"
-            )
+            lines.append(f"{person} {entry.id} {kind} {entry.scope} {entry.window}")
     return "\n".join(lines)
 
 
