@@ -45,13 +45,16 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+# The event loop and the audit writer thread share the GIL; the default 5 ms
+# switch interval would let one make the other wait that long per handoff.
+SWITCH_INTERVAL_SECONDS = 0.0005
+
+
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     """The service; `clock` defaults to the system's (tests pass a FixedClock)."""
     settings = settings or get_settings()
     clock = clock or SystemClock()
-    # The event loop and the audit writer thread share the GIL; the default 5 ms
-    # switch interval would let one make the other wait that long per handoff.
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     configure_logging(settings.log_level)
 
     @contextlib.asynccontextmanager

@@ -139,8 +139,11 @@ def register_targets(figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
             (
                 f"event-loop lag during a reload and a bulk import ≤ 5 ms ({backend})",
                 f"reload {row['loop_lag_reload_max_ms']} ms, import "
-                f"{row['loop_lag_import_max_ms']} ms",
-                max(row["loop_lag_reload_max_ms"], row["loop_lag_import_max_ms"]) <= 5,
+                f"{row['loop_lag_import_max_ms']} ms, a replica taking the import from the "
+                f"feed {row['loop_lag_catch_up_max_ms']} ms (this machine's floor, a thread "
+                f"running bytecode only: {row['loop_lag_floor_max_ms']} ms)",
+                max(row[f"loop_lag_{work}_max_ms"] for work in ("reload", "import", "catch_up"))
+                <= 5,
             ),
             (
                 f"memory after 1,000 register changes = after 10 ({backend})",

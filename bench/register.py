@@ -14,8 +14,10 @@ date; one in ten with no dimensions at all, blanket):
 - register writes through the service (recorded, committed), p50/p99, and how
   long until another replica's view has each;
 - the event loop's lag (a 1 ms ticker) while a policy of 1,000 agreements
-  recompiles in a thread, and while a bulk import runs in a thread, as the
-  service runs both.
+  recompiles in a thread, while a bulk import runs in a thread and while a
+  replica's view takes that import's changes from the feed, as the service
+  runs them (with its thread switch interval); and while a thread runs
+  bytecode only (this machine's floor);
 Then, in memory, the engine: a registered person's decision, cold (not
 memoised), at 1,000 and at N entries, against a plain decision; and a person
 with one blanket consent against 150 consent-based grants.
@@ -50,6 +52,7 @@ from sqlalchemy.orm import Session
 from app import cli
 from app.config import PROJECT_DIR, get_settings
 from app.decision.engine import PersonFacts, Question, evaluate
+from app.main import SWITCH_INTERVAL_SECONDS
 from app.policy.agreements import Agreement, parse_agreement
 from app.policy.compiler import compile_policy
 from app.policy.files import load_vocabulary
@@ -249,7 +252,10 @@ def _p99(samples: list[float]) -> float:
 
 
 def _loop_lag(url: str, more: Path) -> dict[str, float]:
-    """The most a 1 ms asyncio ticker was late while work ran in a thread."""
+    """The most a 1 ms asyncio ticker was late while work ran in a thread, with the
+    service's thread switch interval; and, as this machine's floor, while a thread only
+    ran Python bytecode."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     rng = random.Random(5)
     vocabulary = parse_vocabulary(generate_vocabulary(rng))
     agreements = [
@@ -268,9 +274,21 @@ def _loop_lag(url: str, more: Path) -> dict[str, float]:
     def bulk_import() -> None:
         _accord(url, "register", "import", str(more), "--actor", "bench")
 
+    def bytecode_only() -> None:
+        ends = time.perf_counter() + 5
+        counts: dict[int, int] = {}
+        while time.perf_counter() < ends:
+            for n in range(1000):
+                counts[n] = counts.get(n, 0) + 1
+
+    view = LiveRegister(make_engine(url), max_lag_seconds=5)
+    view.refresh()  # a serving replica's view, before the import
     return {
+        "loop_lag_floor_max_ms": round(asyncio.run(_lag_while(bytecode_only)), 2),
         "loop_lag_reload_max_ms": round(asyncio.run(_lag_while(recompile)), 2),
         "loop_lag_import_max_ms": round(asyncio.run(_lag_while(bulk_import)), 2),
+        # the replica's view takes the import's changes from the feed
+        "loop_lag_catch_up_max_ms": round(asyncio.run(_lag_while(view.refresh)), 2),
     }
 
 

@@ -16,8 +16,14 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from app.policy.lines import FOREVER
-from app.policy.register import Consent, Restriction
-from app.register.service import NewEntry, add_entry, entry_of, load_register
+from app.policy.register import Consent, Restriction, window_of
+from app.register.service import (
+    NewEntry,
+    add_entry,
+    changes_after,
+    load_register,
+    remove_entry,
+)
 from app.store.tables import RegisterEntry
 from tests.conftest import (
     MASH_REQUEST,
@@ -128,8 +134,9 @@ def test_a_replica_that_cannot_read_the_feed_answers_503_and_is_not_ready(
 
 
 def test_a_replica_reads_each_entry_at_start_as_the_feed_hands_it_over(engine: Engine) -> None:
-    """The bulk load (times made as text by the database) and one entry read from the feed
-    give the same entry, on both backends: to the second, in UTC, whatever the offset given."""
+    """The bulk load and the feed give the same entries, on both backends, with the times
+    the database makes as text equal to Python's (casbin_time): to the second, in UTC,
+    whatever the offset given. A removed entry comes from the feed as None."""
     vocabulary = scenario_vocabulary()
     ends = [
         None,
@@ -149,14 +156,21 @@ def test_a_replica_reads_each_entry_at_start_as_the_feed_hands_it_over(engine: E
             add_entry(session, entry=entry, vocabulary=vocabulary, actor="test")
         session.commit()
         loaded = load_register(session)
+        fed = {entry_id: entry for _, entry_id, entry in changes_after(session, 0)}
         rows = session.scalars(select(RegisterEntry)).all()
-        one_by_one = {row.id: entry_of(row) for row in rows}
     listed: list[Restriction | Consent] = []
-    for entries in loaded.by_person.values():
+    for _, entries in loaded.by_person.items():
         listed += [*entries.restrictions, *entries.consents]
     by_id = {entry.id: entry for entry in listed}
-    assert by_id == one_by_one
-    assert loaded.person_of == {row.id: row.person_id for row in rows}
+    assert by_id == fed and len(fed) == len(ends)
+    assert dict(loaded.person_of.items()) == {row.id: row.person_id for row in rows}
+    assert {entry_id: entry.window for entry_id, entry in by_id.items()} == {
+        row.id: window_of(row.recorded_at, row.until) for row in rows
+    }
     assert by_id["consent-2"].window[1] == "2030-12-31T23:30:00Z"
     assert by_id["objection-1"].window[1] == "2030-05-06T07:08:09Z"
     assert by_id["sealed-0"].window[1] == FOREVER
+    with Session(engine) as session:
+        remove_entry(session, entry_id="sealed-3", actor="test")
+        session.commit()
+        assert changes_after(session, len(ends)) == [(len(ends) + 1, "sealed-3", None)]

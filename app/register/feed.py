@@ -3,24 +3,24 @@
 A write appends one change per entry it touched, numbered after the register
 revision it bumps first (that row lock orders the numbers as writes commit),
 in the same transaction as the entries. A reader asks for the changes after
-the last one it applied and gets each entry as it now stands.
+the last one it applied and gets each entry as it now stands
+(`app/register/service.changes_after`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from app.store.bulk import insert_rows
 from app.store.revisions import REGISTER, bump_revision, read_revision
-from app.store.tables import RegisterChange, RegisterEntry
+from app.store.tables import RegisterChange
 
-CHANGES_PER_READ = 10_000
+CHANGES_PER_READ = 2_000  # a read's rows are fetched in one C call, which holds the GIL
 CHANGES = cast(Table, RegisterChange.__table__)
 
 
@@ -39,25 +39,6 @@ def append_changes(session: Session, entry_ids: Sequence[str]) -> None:
             for offset, entry_id in enumerate(entry_ids)
         ],
     )
-
-
-@dataclass(frozen=True)
-class Change:
-    seq: int
-    entry_id: str
-    entry: RegisterEntry | None  # as it now stands; None if it no longer exists
-
-
-def changes_after(session: Session, seq: int) -> list[Change]:
-    """Up to CHANGES_PER_READ changes numbered after `seq`, oldest first."""
-    rows = session.execute(
-        select(RegisterChange, RegisterEntry)
-        .outerjoin(RegisterEntry, RegisterEntry.id == RegisterChange.entry_id)
-        .where(RegisterChange.seq > seq)
-        .order_by(RegisterChange.seq)
-        .limit(CHANGES_PER_READ)
-    ).all()
-    return [Change(change.seq, change.entry_id, entry) for change, entry in rows]
 
 
 def feed_head(session: Session) -> int:

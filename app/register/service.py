@@ -24,15 +24,14 @@ from app.policy.register import (
     Restriction,
     RestrictionKind,
     Scope,
-    Window,
-    window_of,
 )
 from app.policy.vocabulary import Vocabulary
-from app.register.feed import append_changes
+from app.register.feed import CHANGES_PER_READ, append_changes
+from app.runtime.gil import ShardedDict
 from app.store.bulk import insert_rows
-from app.store.tables import RegisterEntry, utc_second_text
+from app.store.tables import RegisterChange, RegisterEntry, utc_second_text
 
-WRITE_BATCH = 10_000  # rows per executemany
+WRITE_BATCH = 2_000  # rows per executemany or COPY; an executemany holds the GIL (~1 ms)
 ENTRIES = cast(Table, RegisterEntry.__table__)
 
 
@@ -197,83 +196,104 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     return row
 
 
-DIMENSIONS = (RegisterEntry.recipients, RegisterEntry.fields, RegisterEntry.purposes)
+# A stored entry as a replica reads it, at start (a million of them) and from the
+# feed: plain rows, the times as text made by the database (no datetime is made),
+# the dimensions as JSON text.
+ENTRY_COLUMNS = (
+    RegisterEntry.id,
+    RegisterEntry.person_id,
+    RegisterEntry.kind,
+    utc_second_text(RegisterEntry.recorded_at),
+    utc_second_text(RegisterEntry.until),
+    cast_as(RegisterEntry.recipients, String),
+    cast_as(RegisterEntry.fields, String),
+    cast_as(RegisterEntry.purposes, String),
+)
+Entry = Restriction | Consent
 
 
-def entry_of(row: RegisterEntry) -> Restriction | Consent:
-    """A stored entry as the decision engine reads it."""
-    scope = Scope(
-        recipients=_names(row.recipients),
-        fields=_names(row.fields),
-        purposes=_names(row.purposes),
-    )
-    return _entry(row.id, row.person_id, row.kind, scope, window_of(row.recorded_at, row.until))
+class _Entries:
+    """Rows of ENTRY_COLUMNS as the decision engine's entries. Dimensions are decoded
+    once per distinct JSON text, so entries with the same dimensions share one Scope."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[tuple[str | None, str | None, str | None], Scope] = {}
+
+    def __call__(
+        self,
+        entry_id: str,
+        person_id: str,
+        kind: str,
+        recorded: str,
+        until: str | None,
+        *dimensions: str | None,
+    ) -> Entry:
+        key = (dimensions[0], dimensions[1], dimensions[2])
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = self._scopes[key] = Scope(*(_names(text) for text in key))
+        person = sys.intern(person_id)  # held once, however many entries the person has
+        window = (recorded, until or FOREVER)
+        if kind == "consent":
+            return Consent(entry_id, person, scope, window)
+        restriction: RestrictionKind = "sealed" if kind == "sealed" else "objection"
+        return Restriction(entry_id, person, restriction, scope, window)
 
 
-def _names(names: list[str] | None) -> tuple[str, ...] | None:
+def _names(text: str | None) -> tuple[str, ...] | None:
+    names: list[str] | None = None if text is None else orjson.loads(text)
     return None if names is None else tuple(sys.intern(name) for name in names)
-
-
-def _entry(
-    entry_id: str, person_id: str, kind: str, scope: Scope, window: Window
-) -> Restriction | Consent:
-    if kind == "consent":
-        return Consent(entry_id, person_id, scope, window)
-    restriction: RestrictionKind = "sealed" if kind == "sealed" else "objection"
-    return Restriction(entry_id, person_id, restriction, scope, window)
 
 
 @dataclass(frozen=True)
 class LoadedRegister:
-    by_person: dict[str, PersonRegister]
-    person_of: dict[str, str]  # entry id -> the person it is filed under
+    by_person: ShardedDict[str, PersonRegister]
+    person_of: ShardedDict[str, str]  # entry id -> the person it is filed under
 
 
 def load_register(session: Session) -> LoadedRegister:
-    """Every live entry, by person: a replica's view of the register when it starts.
-
-    A million entries: read as plain rows, their times as text made by the
-    database (no datetime is made), their dimensions as JSON text decoded once per
-    distinct text, so entries with the same dimensions share one Scope.
-    """
+    """Every live entry, by person: a replica's view of the register when it starts."""
+    read = _Entries()
     entries: dict[str, tuple[list[Restriction], list[Consent]]] = {}
-    person_of: dict[str, str] = {}
-    scopes: dict[tuple[str | None, str | None, str | None], Scope] = {}
-    as_text = [cast_as(column, String) for column in DIMENSIONS]
-    rows = session.execute(
-        select(
-            RegisterEntry.id,
-            RegisterEntry.person_id,
-            RegisterEntry.kind,
-            utc_second_text(RegisterEntry.recorded_at),
-            utc_second_text(RegisterEntry.until),
-            *as_text,
-        )
+    person_of: ShardedDict[str, str] = ShardedDict()
+    rows = session.connection().execute(
+        select(*ENTRY_COLUMNS)
         .where(RegisterEntry.removed_at.is_(None))
         .execution_options(yield_per=10_000)
     )
-    for entry_id, person_id, kind, recorded, until, *dimensions in rows:
-        key = (dimensions[0], dimensions[1], dimensions[2])
-        scope = scopes.get(key)
-        if scope is None:
-            scope = scopes[key] = Scope(*(_names(_decoded(text)) for text in key))
-        person = sys.intern(person_id)  # held once, however many entries the person has
-        entry = _entry(entry_id, person, kind, scope, (recorded, until or FOREVER))
-        lists = entries.get(person)
+    for row in rows:
+        entry = read(*row)
+        lists = entries.get(entry.person_id)
         if lists is None:
-            lists = entries[person] = ([], [])
+            lists = entries[entry.person_id] = ([], [])
         if isinstance(entry, Consent):
             lists[1].append(entry)
         else:
             lists[0].append(entry)
-        person_of[entry_id] = person
-    by_person = {
-        person: PersonRegister(tuple(restrictions), tuple(consents))
-        for person, (restrictions, consents) in entries.items()
-    }
+        person_of[entry.id] = entry.person_id
+    by_person: ShardedDict[str, PersonRegister] = ShardedDict()
+    for person, (restrictions, consents) in entries.items():
+        by_person[person] = PersonRegister(tuple(restrictions), tuple(consents))
     return LoadedRegister(by_person, person_of)
 
 
-def _decoded(text: str | None) -> list[str] | None:
-    names: list[str] | None = None if text is None else orjson.loads(text)
-    return names
+def changes_after(session: Session, seq: int) -> list[tuple[int, str, Entry | None]]:
+    """Up to CHANGES_PER_READ changes of the register feed numbered after `seq`, oldest
+    first: (seq, entry id, the entry as it now stands; None if removed or gone)."""
+    read = _Entries()
+    rows = session.connection().execute(
+        select(
+            RegisterChange.seq,
+            RegisterChange.entry_id,
+            utc_second_text(RegisterEntry.removed_at),
+            *ENTRY_COLUMNS,
+        )
+        .outerjoin_from(RegisterChange, RegisterEntry, RegisterEntry.id == RegisterChange.entry_id)
+        .where(RegisterChange.seq > seq)
+        .order_by(RegisterChange.seq)
+        .limit(CHANGES_PER_READ)
+    )
+    return [
+        (change, entry_id, read(*entry) if entry[0] is not None and removed is None else None)
+        for change, entry_id, removed, *entry in rows
+    ]

@@ -43,6 +43,7 @@ from app.register.service import (
     write_entries,
 )
 from app.runtime.collector import collector_paused
+from app.runtime.gil import ShardedDict, free_in_slices
 from app.types import EntryId, LongText, PersonId, VocabularyName
 
 Format = Literal["csv", "ndjson"]
@@ -271,7 +272,7 @@ def parse_entries(
     """Every good row of the file as (line, entry), and how many rows it has."""
     text = io.TextIOWrapper(source, encoding="utf-8-sig", newline="")
     entries: list[tuple[int, NewEntry]] = []
-    first_line: dict[str, int] = {}
+    first_line: ShardedDict[str, int] = ShardedDict()  # a million ids: app/runtime/gil.py
     rows = 0
     records = _csv_records(text, problems) if fmt == "csv" else _ndjson_records(text, problems)
     try:
@@ -290,6 +291,7 @@ def parse_entries(
         problems.add(None, "", f"not readable as CSV: {exc}")
     finally:
         text.detach()
+        free_in_slices(first_line)
     return entries, rows
 
 
@@ -362,69 +364,72 @@ def import_register(
     digest = _sha256(source)
     problems = _Problems()
     entries, rows = parse_entries(source, fmt, vocabulary, problems)
-    now = datetime.now(UTC)
     added: list[NewEntry] = []
     replaced: list[NewEntry] = []
-    previous: dict[str, dict[str, Any]] = {}  # a replaced entry's stored content, for the log
-    unchanged = 0
-    for start in range(0, len(entries), LOOKUP_CHUNK):
-        chunk = entries[start : start + LOOKUP_CHUNK]
-        stored = _stored(session, [entry.id for _, entry in chunk if entry.id is not None])
-        for line, entry in chunk:
-            row = stored.get(entry.id or "")
-            if row is None:
-                added.append(entry)
-            elif row.removed_at is not None:
-                problems.add(
-                    line,
-                    "id",
-                    f"entry '{entry.id}' was removed; a removed entry's id is not reused",
-                )
-            elif _same(entry, row):
-                unchanged += 1
-            elif replace:
-                replaced.append(entry)
-                previous[row.id] = summarize(row)
-            else:
-                problems.add(
-                    line,
-                    "id",
-                    f"entry '{entry.id}' is stored with other content; replace it to change it",
-                )
-    if problems:
-        raise problems.refuse(rows)
-
     try:
-        write_entries(
-            session,
-            added=(_stored_row(entry, actor, now) for entry in added),
-            changed=(_stored_row(entry, actor, now) for entry in replaced),
-        )
-    except IntegrityError:
-        raise Conflict(
-            "another change stored some of these ids during the import; nothing stored, "
-            "import the file again"
-        ) from None
-    result = ImportResult(digest, fmt, rows, len(added), len(replaced), unchanged)
-    if added or replaced:
-        record_change(
-            session,
-            moves=None,  # the register feed moves instead (write_entries)
-            actor=actor,
-            action="register.import",
-            target_type="register",
-            target_id=digest,
-            before={"replaced": previous} if previous else None,
-            after={
-                "sha256": digest,
-                "format": fmt,
-                "rows": rows,
-                "added": len(added),
-                "replaced": len(replaced),
-                "unchanged": unchanged,
-            },
-        )
-    return result
+        now = datetime.now(UTC)
+        previous: dict[str, dict[str, Any]] = {}  # a replaced entry's stored content, for the log
+        unchanged = 0
+        for start in range(0, len(entries), LOOKUP_CHUNK):
+            chunk = entries[start : start + LOOKUP_CHUNK]
+            stored = _stored(session, [entry.id for _, entry in chunk if entry.id is not None])
+            for line, entry in chunk:
+                row = stored.get(entry.id or "")
+                if row is None:
+                    added.append(entry)
+                elif row.removed_at is not None:
+                    problems.add(
+                        line,
+                        "id",
+                        f"entry '{entry.id}' was removed; a removed entry's id is not reused",
+                    )
+                elif _same(entry, row):
+                    unchanged += 1
+                elif replace:
+                    replaced.append(entry)
+                    previous[row.id] = summarize(row)
+                else:
+                    problems.add(
+                        line,
+                        "id",
+                        f"entry '{entry.id}' is stored with other content; replace it to change it",
+                    )
+        if problems:
+            raise problems.refuse(rows)
+
+        try:
+            write_entries(
+                session,
+                added=(_stored_row(entry, actor, now) for entry in added),
+                changed=(_stored_row(entry, actor, now) for entry in replaced),
+            )
+        except IntegrityError:
+            raise Conflict(
+                "another change stored some of these ids during the import; nothing stored, "
+                "import the file again"
+            ) from None
+        result = ImportResult(digest, fmt, rows, len(added), len(replaced), unchanged)
+        if added or replaced:
+            record_change(
+                session,
+                moves=None,  # the register feed moves instead (write_entries)
+                actor=actor,
+                action="register.import",
+                target_type="register",
+                target_id=digest,
+                before={"replaced": previous} if previous else None,
+                after={
+                    "sha256": digest,
+                    "format": fmt,
+                    "rows": rows,
+                    "added": len(added),
+                    "replaced": len(replaced),
+                    "unchanged": unchanged,
+                },
+            )
+        return result
+    finally:
+        free_in_slices(entries, added, replaced)  # freed at once: a stall (app/runtime/gil.py)
 
 
 def _stored_row(entry: NewEntry, actor: str, at: datetime) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from app.errors import Unavailable
 from app.policy.register import NO_ENTRIES, Consent, PersonRegister, Restriction
-from app.register.feed import CHANGES_PER_READ, changes_after, feed_head
-from app.register.service import entry_of, load_register
+from app.register.feed import CHANGES_PER_READ, feed_head
+from app.register.service import changes_after, load_register
 from app.runtime.collector import collector_paused
+from app.runtime.gil import ShardedDict
 from app.runtime.metrics import REGISTER_CHANGES_APPLIED, REGISTER_SEQ
 
 log = structlog.get_logger(__name__)
@@ -51,8 +52,9 @@ class LiveRegister:
     def __init__(self, engine: Engine, *, max_lag_seconds: float) -> None:
         self._engine = engine
         self._max_lag = max_lag_seconds
-        self._by_person: dict[str, PersonRegister] = {}
-        self._person_of: dict[str, str] = {}  # entry id -> the person it is filed under
+        # a million entries, changed while decisions are made: app/runtime/gil.py
+        self._by_person: ShardedDict[str, PersonRegister] = ShardedDict()
+        self._person_of: ShardedDict[str, str] = ShardedDict()  # entry id -> its person
         self._seq: int | None = None  # the last change applied; None: not loaded
         self._confirmed_at = float("-inf")  # when a read last reached the feed's head
         self._reading = threading.Lock()
@@ -100,18 +102,17 @@ class LiveRegister:
         self._person_of = loaded.person_of
         self._seq = head
         REGISTER_SEQ.set(head)
-        log.info("register loaded", register_seq=head, persons=len(loaded.by_person))
+        log.info("register loaded", register_seq=head, persons=len(self._by_person))
 
+    @collector_paused()  # a bulk import's changes: full collections of 60-300 ms each, else
     def _catch_up(self) -> None:
         assert self._seq is not None
         while True:
             with Session(self._engine) as session:
                 changes = changes_after(session, self._seq)
-                for change in changes:
-                    row = change.entry
-                    entry = entry_of(row) if row is not None and row.removed_at is None else None
-                    self._apply(change.entry_id, entry)
-                    self._seq = change.seq
+            for seq, entry_id, entry in changes:
+                self._apply(entry_id, entry)
+                self._seq = seq
             if changes:
                 REGISTER_CHANGES_APPLIED.inc(len(changes))
                 REGISTER_SEQ.set(self._seq)
@@ -121,7 +122,7 @@ class LiveRegister:
     def _apply(self, entry_id: str, entry: Restriction | Consent | None) -> None:
         """Swap in the touched persons' entries, each with one assignment, so a decision
         never sees a person between an entry's old and new content."""
-        before = self._person_of.pop(entry_id, None)
+        before = self._person_of.pop(entry_id)
         after = entry.person_id if entry is not None else None
         if before is not None and before != after:
             self._put(before, _with(self._by_person.get(before, NO_ENTRIES), None, entry_id))
@@ -131,6 +132,6 @@ class LiveRegister:
 
     def _put(self, person_id: str, entries: PersonRegister) -> None:
         if entries.empty:
-            self._by_person.pop(person_id, None)
+            self._by_person.pop(person_id)
         else:
             self._by_person[person_id] = entries
