@@ -20,7 +20,7 @@ from app.store.bulk import insert_rows
 from app.store.revisions import REGISTER, bump_revision, read_revision
 from app.store.tables import RegisterChange
 
-CHANGES_PER_READ = 2_000  # a read's rows are fetched in one C call, which holds the GIL
+CHANGES_PER_READ = 1_000  # a read's rows are fetched in one C call, which holds the GIL
 CHANGES = cast(Table, RegisterChange.__table__)
 
 

@@ -54,7 +54,7 @@ REQUIRED = ("id", "person", "kind", "reason")
 LISTS = ("recipients", "fields", "purposes")
 KINDS = ("sealed", "objection", "consent")
 MAX_PROBLEMS = 1000  # listed; the rest are counted
-LOOKUP_CHUNK = 5000  # ids per SELECT ... WHERE id IN (...)
+LOOKUP_CHUNK = 2000  # ids per SELECT ... WHERE id IN (...): its rows come in one C call
 EXPORT_CHUNK = 1000  # rows per piece of a streamed export
 
 Names = list[VocabularyName]

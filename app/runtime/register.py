@@ -104,20 +104,28 @@ class LiveRegister:
         REGISTER_SEQ.set(head)
         log.info("register loaded", register_seq=head, persons=len(self._by_person))
 
-    @collector_paused()  # a bulk import's changes: full collections of 60-300 ms each, else
     def _catch_up(self) -> None:
+        """Apply the changes since the last one applied. A bulk of them (an import) is
+        applied with the collector paused, as a load is: otherwise full collections of
+        60-300 ms each. A few (every poll) are not: a freeze after each poll would keep
+        that poll's cyclic garbage for good."""
+        if self._apply_next_changes() == CHANGES_PER_READ:
+            with collector_paused():
+                while self._apply_next_changes() == CHANGES_PER_READ:
+                    pass
+
+    def _apply_next_changes(self) -> int:
+        """Read the next changes from the feed and apply them; how many there were."""
         assert self._seq is not None
-        while True:
-            with Session(self._engine) as session:
-                changes = changes_after(session, self._seq)
-            for seq, entry_id, entry in changes:
-                self._apply(entry_id, entry)
-                self._seq = seq
-            if changes:
-                REGISTER_CHANGES_APPLIED.inc(len(changes))
-                REGISTER_SEQ.set(self._seq)
-            if len(changes) < CHANGES_PER_READ:
-                return
+        with Session(self._engine) as session:
+            changes = changes_after(session, self._seq)
+        for seq, entry_id, entry in changes:
+            self._apply(entry_id, entry)
+            self._seq = seq
+        if changes:
+            REGISTER_CHANGES_APPLIED.inc(len(changes))
+            REGISTER_SEQ.set(self._seq)
+        return len(changes)
 
     def _apply(self, entry_id: str, entry: Restriction | Consent | None) -> None:
         """Swap in the touched persons' entries, each with one assignment, so a decision
