@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
 
 MAX_BATCH_FIELDS = 1000  # the most fields one batch request may list
+
+
+def _storable(text: str) -> str:
+    """Text that every backend stores and the audit hash covers as given: no NUL (which
+    PostgreSQL's text refuses) and no unpaired surrogate (which UTF-8 cannot hold)."""
+    if "\x00" in text:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must not contain an unpaired surrogate") from None
+    return text
+
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _rfc3339(value: Any) -> Any:
+    """A date-time given as text must be RFC 3339 (not a number of seconds, not a date)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with its offset, as 2026-12-01T09:30:00Z")
+    return value
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -26,6 +51,10 @@ PersonId = Annotated[
 EntryId = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", max_length=128)
 ]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+ShortText = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), AfterValidator(_storable)
+]
+LongText = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_storable)
+]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]

@@ -7,7 +7,10 @@ from hard-coded counts.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -249,3 +252,64 @@ def test_injection_looking_filters_find_nothing(trail: Trail, param: str, value:
 def test_a_time_at_the_edge_of_the_calendar_is_not_a_crash(trail: Trail, moment: str) -> None:
     response = trail.service.server.get("/v1/audit/decisions", params={"from": moment})
     assert response.status_code in (200, 422), response.text
+
+
+def _decide_with_context(trail: Trail, person: str, context: dict[str, Any]) -> dict[str, Any]:
+    requester, holder, field, purpose, age = REQUESTS[0]
+    body = {
+        "requester": requester,
+        "holder": holder,
+        "subject": {"id": person, "attributes": {"age": age}},
+        "field": field,
+        "purpose": purpose,
+        "context": context,
+    }
+    response = trail.api.post("/v1/decisions", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    decided_at = datetime.fromisoformat(answer["decided_at"])
+    trail.sent.append(
+        Sent(
+            answer["decision_id"],
+            requester,
+            holder,
+            person,
+            purpose,
+            answer["decision"],
+            decided_at,
+        )
+    )
+    return answer
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example","x")',
+    "+cmd|'/c calc'!A1",
+    "@SUM(1+1)",
+    "-2+3",
+    "\t=1",
+]
+
+
+def test_the_csv_export_neutralises_formulas_and_ndjson_keeps_them(trail: Trail) -> None:
+    """`user` and `case_ref` are any partner's text; a spreadsheet must not run them."""
+    for formula in FORMULAS:
+        _decide_with_context(trail, "P-AUD-CSV", {"user": formula, "case_ref": formula})
+    params = {"person": "P-AUD-CSV"}
+    exported = trail.api.get("/v1/audit/decisions/export", params={**params, "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert sorted(row["user_ref"] for row in rows) == sorted("'" + f for f in FORMULAS)
+    assert sorted(row["case_ref"] for row in rows) == sorted("'" + f for f in FORMULAS)
+    lines = trail.api.get("/v1/audit/decisions/export", params={**params, "format": "ndjson"})
+    verbatim = [json.loads(line) for line in lines.text.splitlines()]
+    assert sorted(row["user_ref"] for row in verbatim) == sorted(FORMULAS)
+
+
+def test_subject_access_for_a_person_id_with_a_slash(trail: Trail) -> None:
+    answer = _decide_with_context(trail, "P/AUD/1", {})
+    response = trail.api.get("/v1/audit/subject-access/P%2FAUD%2F1")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["person_id"], report["decisions"]) == ("P/AUD/1", 1)
+    assert report["groups"][0]["decisions"] == 1
+    assert trail.api.get(f"/v1/audit/decisions/{answer['decision_id']}").status_code == 200

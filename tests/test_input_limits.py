@@ -195,6 +195,9 @@ def test_a_batch_at_the_limit_is_decided(limited: Limited) -> None:
         {"age": -1},
         {"age": 151},
         {"age": "twelve"},
+        {"age": "12"},  # a string is not an integer
+        {"age": True},  # a boolean is not an age (it was taken as 1)
+        {"age": 12.0},
         {"birth_date": "2013-02-30"},
         {"age": 12, "birth_date": "2013-01-01"},
     ],
@@ -244,3 +247,85 @@ def test_wrong_methods_and_media_types_are_problems_not_crashes(limited: Limited
         assert 400 <= response.status_code < 500, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["detail"]
+
+
+def test_a_string_is_not_a_boolean(limited: Limited) -> None:
+    for emergency in ("yes", "true", 1):
+        context = {"emergency": emergency, "justification": "a child at risk"}
+        problem = refused(
+            limited, limited.api.post("/v1/decisions", json={**CHILD, "context": context}), 422
+        )
+        assert "context.emergency" in names(problem), problem
+
+
+@pytest.mark.parametrize(
+    ("context", "name"),
+    [
+        ({"user": "u\u0000"}, "context.user"),
+        ({"case_ref": "x\u0000"}, "context.case_ref"),
+        ({"emergency": True, "justification": "a child at risk \u0000"}, "context.justification"),
+        ({"user": "\ud800"}, "context.user"),  # an unpaired surrogate: not UTF-8
+    ],
+)
+def test_text_a_database_cannot_store_is_refused_before_it_is_recorded(
+    limited: Limited, context: dict[str, Any], name: str
+) -> None:
+    """On PostgreSQL a NUL in one row failed its whole group commit, other callers' too."""
+    before = limited.audit_rows()
+    body = json.dumps({**CHILD, "context": context})  # sent as JSON escapes, as a partner may
+    response = limited.api.post(
+        "/v1/decisions", content=body, headers={"content-type": "application/json"}
+    )
+    problem = refused(limited, response, 422)
+    assert name in names(problem), problem
+    assert limited.audit_rows() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/v1/clients",
+            {
+                "id": "c-nul",
+                "name": "a\u0000",
+                "scopes": ["audit"],
+                "agencies": ["police.lancashire"],
+            },
+        ),
+        (
+            "/v1/register/restrictions",
+            {"person": "P-1", "kind": "objection", "reason": "asked \u0000 us"},
+        ),
+    ],
+)
+def test_nul_in_other_writes_is_refused_naming_the_field(
+    limited: Limited, path: str, body: dict[str, Any]
+) -> None:
+    response = limited.api.post(
+        path, content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    problem = refused(limited, response, 422)
+    assert {"name", "reason"} & set(names(problem)), problem
+
+
+@pytest.mark.parametrize(
+    "query", ["user=%00", "case_ref=a%00b", "to=0.5", "from=1733011200", "from=2026-12-01"]
+)
+def test_a_bad_audit_search_is_422_not_a_crash(limited: Limited, query: str) -> None:
+    for path in ("/v1/audit/decisions", "/v1/audit/decisions/export"):
+        problem = refused(limited, limited.api.get(f"{path}?{query}"), 422)
+        assert query.split("=")[0] in names(problem), problem
+
+
+def test_an_rfc_3339_time_range_is_taken(limited: Limited) -> None:
+    response = limited.api.get(
+        "/v1/audit/decisions?from=2026-01-01T00:00:00Z&to=2099-01-01T00:00:00%2B01:00"
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_405_lists_every_method_the_path_takes(limited: Limited) -> None:
+    response = limited.api.delete("/v1/clients")
+    refused(limited, response, 405)
+    assert set(response.headers["allow"].split(", ")) == {"GET", "POST"}

@@ -130,13 +130,27 @@ def search_decisions(
     )
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text that begins as a formula would (`=`,
+    `+`, `-`, `@`, a tab or a carriage return) gets a leading `'` (OWASP's CSV injection
+    rule). `user` and `case_ref` come from any partner system."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_lines(rows: Iterator[AuditDecision]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for row in rows:
         out = AuditDecisionOut.model_validate(row).model_dump(mode="json")
-        writer.writerow(["" if out[c] is None else out[c] for c in EXPORT_COLUMNS])
+        writer.writerow(
+            ["" if out[c] is None else spreadsheet_safe(out[c]) for c in EXPORT_COLUMNS]
+        )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -240,7 +254,7 @@ def build_subject_access(request: Request, person_id: str) -> SubjectAccessRepor
     )
 
 
-@router.get("/subject-access/{person_id}", responses={422: {"model": Problem}})
+@router.get("/subject-access/{person_id:path}", responses={422: {"model": Problem}})
 def subject_access(
     request: Request, caller: Auditor, person_id: Annotated[PersonId, Path()]
 ) -> SubjectAccessReport:

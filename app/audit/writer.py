@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Dialect, Engine, Table, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 
 from app.audit.chain import chain_rows
 from app.audit.record import AuditRecord
@@ -132,7 +133,18 @@ class AuditWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        error: BaseException | None = None
+        """Commit the batch and settle its callers. A failure that comes from a row's
+        content (DataError, IntegrityError) is retried a request at a time, so one bad
+        row fails its own request alone; any other failure fails the whole batch."""
+        error = self._write(batch)
+        if isinstance(error, DataError | IntegrityError) and len(batch) > 1:
+            for pending in batch:
+                self._settle([pending], self._write([pending]))
+            return
+        self._settle(batch, error)
+
+    def _write(self, batch: list[_Pending]) -> BaseException | None:
+        """Write the batch's rows in one transaction; the error if it failed."""
         started = time.perf_counter()
         try:
             with self._engine.begin() as connection:
@@ -159,10 +171,19 @@ class AuditWriter:
             AUDIT_COMMIT_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # any failure: no decision may be answered
             AUDIT_FAILURES.inc()
-            log.error(
-                "audit commit failed", error=str(exc), rows=sum(len(p.records) for p in batch)
+            decision_ids = [record.decision_id for p in batch for record in p.records]
+            log.error(  # never the rows' values (SQLAlchemy's text carries its parameters)
+                "audit commit failed",
+                error_type=type(exc).__name__,
+                error=str(getattr(exc, "orig", None) or type(exc).__name__).splitlines()[0],
+                rows=len(decision_ids),
+                decision_ids=decision_ids[:20],
             )
-            error = AuditUnavailable("audit store unavailable")
+            return exc
+        return None
+
+    def _settle(self, batch: list[_Pending], failure: BaseException | None) -> None:
+        error = None if failure is None else AuditUnavailable("audit store unavailable")
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for pending in batch:
             by_loop.setdefault(pending.loop, []).append(pending.future)

@@ -13,14 +13,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app.audit import queries, reviews
 from app.audit.router import AuditFilterParams, build_subject_access
 from app.console.chart import decisions_per_day
 from app.errors import Conflict, NotFound
 from app.runtime.callers import Caller, key_digest
+from app.types import LongText, PersonId
 from app.web.deps import AppSettings, DbSession, Live, Now
+
+PERSON_ID: TypeAdapter[str] = TypeAdapter(PersonId)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -135,7 +138,7 @@ def review(
     now: Now,
     decision_id: str,
     outcome: Annotated[reviews.Outcome, Form()],
-    note: Annotated[str, Form(min_length=1, max_length=2000)],
+    note: Annotated[LongText, Form()],
 ) -> Response:
     caller = _auditor(request, live)
     if caller is None:
@@ -160,5 +163,15 @@ def subject_access(request: Request, live: Live, person: str | None = None) -> R
     caller = _auditor(request, live)
     if caller is None:
         return _to_login()
-    report = build_subject_access(request, person.strip()) if person and person.strip() else None
+    asked = (person or "").strip()
+    if not asked:
+        return _page(request, "subject_access.html", caller, report=None, person=person)
+    try:
+        person_id = PERSON_ID.validate_python(asked)
+    except ValidationError as exc:
+        error = f"Not a person id: {exc.errors()[0]['msg']}"
+        return _page(
+            request, "subject_access.html", caller, report=None, person=person, error=error
+        )
+    report = build_subject_access(request, person_id)
     return _page(request, "subject_access.html", caller, report=report, person=person)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from app.decision.reasons import ReasonCode
 from app.types import MAX_BATCH_FIELDS, LongText, PersonId, ShortText, VocabularyName
@@ -22,7 +30,7 @@ def plausible_birth_date(value: date | None) -> date | None:
 
 
 class SubjectAttributes(Strict):
-    age: int | None = Field(default=None, ge=0, le=150, description="Age in whole years")
+    age: StrictInt | None = Field(default=None, ge=0, le=150, description="Age in whole years")
     birth_date: date | None = Field(default=None, description="Used for age when age is absent")
 
     @model_validator(mode="after")
@@ -45,7 +53,7 @@ class Subject(Strict):
 class RequestContext(Strict):
     user: ShortText | None = Field(default=None, description="The person at the partner system")
     case_ref: ShortText | None = None
-    emergency: bool = False
+    emergency: StrictBool = False
     justification: LongText | None = None
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app.errors import (
     Conflict,
@@ -98,11 +99,28 @@ async def _unprocessable(_: Request, exc: Exception) -> Response:
     return problem_response(422, exc.title, str(exc), params)
 
 
-async def _http(_: Request, exc: Exception) -> Response:
+async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return problem_response(
-        exc.status_code, str(exc.detail), str(exc.detail), headers=dict(exc.headers or {})
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_methods_allowed(request))
+    return problem_response(exc.status_code, str(exc.detail), str(exc.detail), headers=headers)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _methods_allowed(request: Request) -> list[str]:
+    """Every method some route takes at this path, asked of the router itself: Starlette's
+    405 names only the first route that matched, though GET and POST on one path are two."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _simple(status: int, title: str) -> Any:
