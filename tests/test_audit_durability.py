@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+import structlog.testing
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
+from app.audit import writer as writer_module
 from app.audit.record import AuditRecord
 from app.audit.writer import AuditWriter
 from app.errors import AuditUnavailable
@@ -150,3 +152,65 @@ def test_a_writer_without_its_table_refuses_every_write(
             asyncio.run(writer.write([_record()]))
     finally:
         writer.stop()
+
+
+@pytest.mark.parametrize("bad", ["a decision id recorded already", "a NUL in user_ref"])
+def test_one_bad_row_in_a_group_commit_fails_alone(
+    engine: Engine, bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row the database refuses fails its own request; the others in its group commit are
+    retried and recorded, and the error log carries no row's values."""
+    if bad == "a NUL in user_ref" and engine.dialect.name == "sqlite":
+        pytest.skip("SQLite stores NUL; PostgreSQL's text refuses it")
+    writer = AuditWriter(engine, max_batch_rows=1000, timeout_seconds=30)
+    writer.start()
+    recorded = _record()
+    good = [_record() for _ in range(60)]
+    poisoned = (
+        recorded.model_copy(update={"request_id": "again"})
+        if bad.startswith("a decision id")
+        else _record().model_copy(update={"user_ref": "sw.secret-name\x00"})
+    )
+
+    async def write_all() -> list[BaseException | None]:
+        await writer.write([recorded])
+        return await asyncio.gather(
+            *(writer.write([record]) for record in [*good[:30], poisoned, *good[30:]]),
+            return_exceptions=True,
+        )
+
+    captured = structlog.testing.CapturingLogger()
+    monkeypatch.setattr(writer_module, "log", structlog.wrap_logger(captured, processors=[]))
+    try:
+        outcomes = asyncio.run(write_all())
+    finally:
+        writer.stop()
+    assert [isinstance(outcome, AuditUnavailable) for outcome in outcomes] == (
+        [False] * 30 + [True] + [False] * 30
+    )
+    assert _rows(engine) == 1 + len(good)
+    failures = [call.kwargs for call in captured.calls if call.method_name == "error"]
+    assert all(entry["event"] == "audit commit failed" for entry in failures)
+    assert [poisoned.decision_id] in [entry["decision_ids"] for entry in failures]
+    text = repr(failures)  # the decision ids and the driver's first line, no row's values
+    assert "sw.secret-name" not in text and "P-1" not in text
+
+
+def test_readyz_is_not_ready_while_audit_commits_fail(
+    scenario_server: Server, engine: Engine
+) -> None:
+    """Whatever makes commits fail (here the audit table is gone; a full disk or a lock
+    likewise), /readyz says not ready until a probe commit succeeds again."""
+    assert scenario_server.get("/readyz", key=None).status_code == 200
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE audit_decisions RENAME TO audit_decisions_away"))
+    try:
+        assert scenario_server.post("/v1/decisions", json=MASH_REQUEST).status_code == 503
+        response = scenario_server.get("/readyz", key=None)
+        assert response.status_code == 503, response.text
+        assert "audit rows cannot be written" in response.json()["detail"]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE audit_decisions_away RENAME TO audit_decisions"))
+    assert scenario_server.get("/readyz", key=None).status_code == 200
+    assert scenario_server.post("/v1/decisions", json=MASH_REQUEST).status_code == 200

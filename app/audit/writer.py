@@ -94,6 +94,7 @@ class AuditWriter:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self.commits = 0
+        self.failing = False  # the last commit failed, and not for one row's content
 
     def start(self) -> None:
         self._thread.start()
@@ -138,10 +139,27 @@ class AuditWriter:
         row fails its own request alone; any other failure fails the whole batch."""
         error = self._write(batch)
         if isinstance(error, DataError | IntegrityError) and len(batch) > 1:
-            for pending in batch:
-                self._settle([pending], self._write([pending]))
+            errors = [self._write([pending]) for pending in batch]
+            for pending, alone in zip(batch, errors, strict=True):
+                self._settle([pending], alone)
+            self.failing = all(errors)
             return
+        self.failing = error is not None and not isinstance(error, DataError | IntegrityError)
         self._settle(batch, error)
+
+    def probe(self) -> None:
+        """Commit what a batch's commit touches, changing nothing (the chain head's row
+        set to itself; the audit table read): raises while audit rows cannot be written.
+        /readyz asks this after a failed commit, whatever the cause (a full disk, a lock,
+        a missing table), and a success clears `failing`."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(AuditChainHead)
+                .where(AuditChainHead.id == 1)
+                .values(last_seq=AuditChainHead.last_seq)
+            )
+            connection.execute(select(AuditDecision.seq).limit(1)).all()
+        self.failing = False
 
     def _write(self, batch: list[_Pending]) -> BaseException | None:
         """Write the batch's rows in one transaction; the error if it failed."""

@@ -60,8 +60,9 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Problem}})
 async def readyz(request: Request) -> Readiness | Response:
-    """Ready to decide: the database answers; a policy, the API clients and a current
-    view of the register are loaded."""
+    """Ready to decide: the database answers and takes audit rows (after a failed audit
+    commit, a probe commit must succeed); a policy, the API clients and a current view of
+    the register are loaded."""
     engine = request.app.state.engine
 
     def ping() -> bool:
@@ -77,6 +78,14 @@ async def readyz(request: Request) -> Readiness | Response:
         return problem_response(
             503, "Not ready", "database is read-only: no audit row can be written"
         )
+    writer = request.app.state.decisions.writer
+    if writer.failing:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(writer.probe), timeout=2)
+        except Exception as exc:
+            return problem_response(
+                503, "Not ready", f"audit rows cannot be written: {type(exc).__name__}"
+            )
     live = request.app.state.live
     if not live.loaded:
         return problem_response(503, "Not ready", "no policy loaded")

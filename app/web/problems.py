@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -136,6 +136,16 @@ async def _unavailable(_: Request, exc: Exception) -> Response:
     return problem_response(503, exc.title, str(exc) or exc.title)
 
 
+async def _concurrent_change(_: Request, exc: Exception) -> Response:
+    # Every create and state change checks first, so a key the database still refuses was
+    # taken by a concurrent request between the check and the write. No values are logged.
+    assert isinstance(exc, IntegrityError)
+    log.warning("write refused by a concurrent change", error_type=type(exc.orig).__name__)
+    return problem_response(
+        409, "Conflict", "a concurrent request changed this first; read it again and retry"
+    )
+
+
 async def _database_unavailable(_: Request, exc: Exception) -> Response:
     log.error("database unavailable", error=str(exc).splitlines()[0])
     return problem_response(503, "Database unavailable", "the database cannot be reached")
@@ -152,3 +162,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Unavailable, _unavailable)
     # The database is unreachable or refuses work (down, read-only): retry later.
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(IntegrityError, _concurrent_change)
