@@ -24,6 +24,7 @@ constraints:
 	mv constraints.new constraints.txt && rm -rf $(VENV)-lock
 
 DEMO_KEY := var/demo.key
+SIGNING_KEY := var/audit-signing.key
 
 run: $(STAMP)
 	mkdir -p var
@@ -32,7 +33,8 @@ run: $(STAMP)
 	test -s $(DEMO_KEY) || $(ACCORD) clients create --id local-demo-$$(date +%s) \
 		--name "Local demo" --scopes decide:any,audit,manage \
 		--agencies la.riverton.childrens-services --key-file $(DEMO_KEY)
-	$(ACCORD) serve
+	test -s $(SIGNING_KEY) || $(ACCORD) keys audit-signing create --out $(SIGNING_KEY)
+	ACCORD_AUDIT_SIGNING_KEY_FILE=$(SIGNING_KEY) $(ACCORD) serve
 
 # Debian packages the suite uses: PostgreSQL (throwaway servers), Chromium and its
 # driver (the console's browser test), wrk (the HTTP benchmark's smoke run), nginx

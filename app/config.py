@@ -15,7 +15,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ACCORD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ACCORD_", extra="ignore", env_ignore_empty=True)
 
     database_url: str = Field(
         default=f"sqlite:///{PROJECT_DIR / 'var' / 'accord.db'}",
@@ -73,6 +73,20 @@ class Settings(BaseSettings):
         le=64,
         description="Simulations of a draft compiled at once, each in a thread off the event loop",
     )
+    client_rate_per_second: float = Field(
+        default=1000,
+        gt=0,
+        le=1_000_000,
+        description="Requests per second one API client may make to one worker process, in "
+        "bursts of up to one second's worth (at least one request); beyond it 429",
+    )
+    client_max_concurrent: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Requests one API client may have in flight at one worker process; "
+        "beyond it 429",
+    )
     audit_max_batch: int = Field(
         default=1000, ge=1, description="Most audit rows written in one group commit"
     )
@@ -98,6 +112,16 @@ class Settings(BaseSettings):
     )
     audit_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a decision waits for its audit commit (503 after)"
+    )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs the audit chain head and checkpoints; "
+        "made by `accord keys audit-signing create`, mounted as a secret",
+    )
+    audit_unsigned: bool = Field(
+        default=False,
+        description="Run without an audit signing key (development only: the head and "
+        "checkpoints are then unsigned and a database writer can forge them)",
     )
 
 

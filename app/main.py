@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 
 from app.agreements.router import router as agreements_router
 from app.audit.router import router as audit_router
+from app.audit.signing import configured_signer
 from app.audit.writer import AuditWriter
 from app.changelog.router import router as changes_router
 from app.clients.router import router as clients_router
@@ -33,6 +34,7 @@ from app.store.database import make_engine
 from app.vocabulary.router import router as vocabulary_router
 from app.web.auth import Authenticate
 from app.web.health import router as ops_router
+from app.web.limits import ClientLimits
 from app.web.middleware import BodyLimit, RequestContext
 from app.web.openapi import document_problems
 from app.web.problems import install_problem_handlers
@@ -59,10 +61,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Refuse to start rather than write an audit trail a database writer could forge.
+        signer = configured_signer(
+            settings.audit_signing_key_file, unsigned=settings.audit_unsigned
+        )
         engine = make_engine(settings.database_url)
         audit_engine = make_engine(settings.database_url, write_lock_at_begin=True)
         writer = AuditWriter(
             audit_engine,
+            signer=signer,
             max_batch_rows=settings.audit_max_batch,
             timeout_seconds=settings.audit_timeout_seconds,
         )
@@ -81,6 +88,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             else None
         )
         app.state.settings, app.state.engine, app.state.clock = settings, engine, clock
+        app.state.audit_signer = signer
         app.state.live, app.state.register = live, register
         app.state.decisions = DecisionService(
             live=live,
@@ -150,6 +158,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         bounds={IMPORT_PATH: settings.max_import_bytes},
+    )
+    app.add_middleware(  # inside Authenticate: counts the caller it found, before the body
+        ClientLimits,
+        rate_per_second=settings.client_rate_per_second,
+        max_concurrent=settings.client_max_concurrent,
     )
     app.add_middleware(Authenticate)
 

@@ -25,7 +25,10 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from app.audit.record import AuditRecord
+from app.audit.signing import AuditSigner
 from app.audit.writer import AuditWriter
 from app.store.database import make_engine, upgrade_schema
 
@@ -68,7 +71,12 @@ async def _drive(writer: AuditWriter, decisions: int, callers: int) -> None:
 def inner(mode: str, url: str, decisions: int, callers: int) -> None:
     """One mode in this process: prints seconds and commits as JSON."""
     engine = make_engine(url, write_lock_at_begin=True)
-    writer = AuditWriter(engine, max_batch_rows=1000 if mode == "group" else 1, timeout_seconds=60)
+    writer = AuditWriter(
+        engine,
+        signer=AuditSigner(Ed25519PrivateKey.generate()),  # each head signed, as served
+        max_batch_rows=1000 if mode == "group" else 1,
+        timeout_seconds=60,
+    )
     writer.start()
     started = time.perf_counter()
     asyncio.run(_drive(writer, decisions, callers))

@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from app.store.database import upgrade_schema
+from bench import audit_signing_env
 from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,6 +181,10 @@ def main() -> None:
         "ACCORD_LOG_LEVEL": "warning",
         "ACCORD_WORKERS": str(args.workers),
         "ACCORD_VOCABULARY_FILE": str(vocabulary_file),
+        # One key drives the whole load: measure the service, not the per-client limits.
+        "ACCORD_CLIENT_RATE_PER_SECOND": "1000000",
+        "ACCORD_CLIENT_MAX_CONCURRENT": "100000",
+        **audit_signing_env(),
     }
     try:
         upgrade_schema(url)

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from app.store.database import make_engine, upgrade_schema
 from app.store.tables import AuditDecision
+from bench import audit_signing_env
 from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,7 +273,7 @@ def main() -> None:
     else:
         url = f"sqlite:///{folder / 'soak.db'}"
     port = _free_port()
-    env = {"ACCORD_DATABASE_URL": url, "ACCORD_LOG_LEVEL": "warning"}
+    env = {"ACCORD_DATABASE_URL": url, "ACCORD_LOG_LEVEL": "warning", **audit_signing_env()}
     log_path = folder / "server.log"
     try:
         upgrade_schema(url)

@@ -13,6 +13,7 @@ from app.audit.record import AuditRecord
 from app.audit.writer import AuditWriter
 from app.store.database import make_engine
 from app.store.tables import AuditDecision
+from tests.conftest import AUDIT_SIGNER
 
 
 def _record(at: datetime, n: int) -> AuditRecord:
@@ -42,7 +43,7 @@ def _record(at: datetime, n: int) -> AuditRecord:
 
 def write_rows(engine: Engine, moments: list[datetime]) -> None:
     """One row decided at each moment, written and chained as the service writes them."""
-    writer = AuditWriter(engine, max_batch_rows=1000, timeout_seconds=120)
+    writer = AuditWriter(engine, signer=AUDIT_SIGNER, max_batch_rows=1000, timeout_seconds=120)
     writer.start()
     try:
         asyncio.run(writer.write([_record(at, n) for n, at in enumerate(moments)]))

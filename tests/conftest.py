@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.agreements.service import import_agreements
+from app.audit.signing import create_key_files
 from app.cli.common import listed
 from app.clients.service import create_client
 from app.config import Settings
@@ -44,6 +45,11 @@ from app.store.database import make_engine, upgrade_schema
 from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parents[1]
+# The audit signing key every server and command of the session uses, as a deployment
+# mounts one (a replica without a key refuses to start): ACCORD_AUDIT_SIGNING_KEY_FILE.
+AUDIT_KEY_FILE = Path(tempfile.mkdtemp(prefix="accord-audit-key-")) / "audit-signing.key"
+AUDIT_SIGNER = create_key_files(AUDIT_KEY_FILE)
+os.environ["ACCORD_AUDIT_SIGNING_KEY_FILE"] = str(AUDIT_KEY_FILE)
 SHARED = Path(os.environ.get("ACCORD_SHARED_DIR", REPO.parent / "shared"))
 SCENARIO = SHARED / "scenarios" / "blackpool-mash"  # ../shared/scenarios, read unchanged
 SAMPLE_VOCABULARY = REPO / "policies" / "vocabulary.yaml"

@@ -20,6 +20,7 @@ from app.audit.writer import AuditWriter
 from app.errors import AuditUnavailable
 from app.store.tables import AuditDecision
 from tests.conftest import (
+    AUDIT_SIGNER,
     MASH_REQUEST,
     Server,
     import_agreements_from,
@@ -127,7 +128,7 @@ def test_a_stalled_audit_write_answers_503_within_the_timeout(
 
 
 def test_concurrent_decisions_share_commits(engine: Engine) -> None:
-    writer = AuditWriter(engine, max_batch_rows=1000, timeout_seconds=30)
+    writer = AuditWriter(engine, signer=AUDIT_SIGNER, max_batch_rows=1000, timeout_seconds=30)
     writer.start()
     records = [_record() for _ in range(300)]
 
@@ -145,7 +146,9 @@ def test_concurrent_decisions_share_commits(engine: Engine) -> None:
 def test_a_writer_without_its_table_refuses_every_write(
     backend_engine_without_schema: Engine,
 ) -> None:
-    writer = AuditWriter(backend_engine_without_schema, max_batch_rows=10, timeout_seconds=10)
+    writer = AuditWriter(
+        backend_engine_without_schema, signer=AUDIT_SIGNER, max_batch_rows=10, timeout_seconds=10
+    )
     writer.start()
     try:
         with pytest.raises(AuditUnavailable):
@@ -162,7 +165,7 @@ def test_one_bad_row_in_a_group_commit_fails_alone(
     retried and recorded, and the error log carries no row's values."""
     if bad == "a NUL in user_ref" and engine.dialect.name == "sqlite":
         pytest.skip("SQLite stores NUL; PostgreSQL's text refuses it")
-    writer = AuditWriter(engine, max_batch_rows=1000, timeout_seconds=30)
+    writer = AuditWriter(engine, signer=AUDIT_SIGNER, max_batch_rows=1000, timeout_seconds=30)
     writer.start()
     recorded = _record()
     good = [_record() for _ in range(60)]

@@ -25,6 +25,7 @@ from app.store.database import make_engine, upgrade_schema
 from app.store.tables import AuditChainHead, AuditCheckpoint, AuditDecision
 from tests.audit_rows import write_rows
 from tests.conftest import (
+    AUDIT_SIGNER,
     MASH_REQUEST,
     ProcessServer,
     Server,
@@ -118,7 +119,7 @@ def test_verify_is_intact_every_time_while_decisions_are_written(
         load.wait_for(20)
         for _ in range(20):  # the function the CLI and the endpoint both use
             with engine.connect() as connection:
-                result = verify_chain(connection)
+                result = verify_chain(connection, AUDIT_SIGNER.keyring())
             assert result.intact, result.broken
             seen.append(result.last_seq)
         for _ in range(20):
@@ -134,7 +135,7 @@ def test_verify_is_intact_every_time_while_decisions_are_written(
     assert seen[-1] > seen[0] > 8000, "the chain did not grow while it was verified"
     total = _rows(engine)
     with engine.connect() as connection:
-        final = verify_chain(connection)
+        final = verify_chain(connection, AUDIT_SIGNER.keyring())
     assert final.intact and final.rows_checked == final.last_seq == total
 
 
@@ -187,7 +188,7 @@ def test_a_purge_of_many_rows_does_not_stall_decisions(
             )
         ).all()
         oldest = connection.scalar(select(func.min(AuditDecision.seq)))
-        verification = verify_chain(connection)
+        verification = verify_chain(connection, AUDIT_SIGNER.keyring())
     assert checkpoints[-1].last_seq == OLD_ROWS
     assert sum(checkpoint.rows_removed for checkpoint in checkpoints) == OLD_ROWS
     assert [c.last_seq for c in checkpoints] == sorted(c.last_seq for c in checkpoints)
@@ -223,9 +224,9 @@ def test_the_head_command_prints_the_chain_head(database_url: str, engine: Engin
     read_at = datetime.fromisoformat(head["read_at"])
     assert abs(datetime.now(UTC) - read_at) < timedelta(minutes=1)
 
-    assert purge_before(engine, before=datetime.now(UTC) - timedelta(days=1), actor="t") == Purge(
-        8, 8
-    )
+    assert purge_before(
+        engine, before=datetime.now(UTC) - timedelta(days=1), actor="t", signer=AUDIT_SIGNER
+    ) == Purge(8, 8)
     after = _head(env)  # the head row is gone; its seq and hash stay, behind a checkpoint
     assert (after["seq"], after["hash"], after["decision_id"]) == (8, last.row_hash, None)
 
@@ -266,7 +267,7 @@ def test_postgresql_refuses_truncate_and_rewriting_the_head_or_checkpoints(
         _write(engine, 10, datetime.now(UTC) - timedelta(days=3650))
         _write(engine, 5, datetime.now(UTC) - timedelta(minutes=1))
         assert purge_before(
-            engine, before=datetime.now(UTC) - timedelta(days=1), actor="dpo"
+            engine, before=datetime.now(UTC) - timedelta(days=1), actor="dpo", signer=AUDIT_SIGNER
         ) == Purge(10, 10)
 
         for table in GUARDED:
@@ -303,7 +304,7 @@ def test_postgresql_refuses_truncate_and_rewriting_the_head_or_checkpoints(
         assert _rows(engine) == 5
         _write(engine, 4, datetime.now(UTC))
         with engine.connect() as connection:
-            verification = verify_chain(connection)
+            verification = verify_chain(connection, AUDIT_SIGNER.keyring())
         assert verification.intact and (verification.rows_checked, verification.last_seq) == (
             9,
             19,

@@ -34,6 +34,7 @@ from app.runtime.clock import FixedClock
 from app.store.tables import AuditCheckpoint, AuditDecision
 from tests.audit_rows import write_rows
 from tests.conftest import (
+    AUDIT_SIGNER,
     Backend,
     ScenarioService,
     Server,
@@ -697,6 +698,7 @@ def test_an_edited_or_removed_row_is_named_by_verify(
         "rows_checked": total,
         "last_seq": total,
         "broken": None,
+        "signed_by": [AUDIT_SIGNER.key_id],
     }
 
     if backend.name == "postgresql":
@@ -794,33 +796,37 @@ def test_purge_removes_only_a_verified_prefix_behind_a_checkpoint(engine: Engine
         )
 
     with pytest.raises(InvalidRequest, match="future"):
-        purge_before(engine, before=datetime.now(UTC) + timedelta(days=1), actor="dpo")
+        purge_before(
+            engine, before=datetime.now(UTC) + timedelta(days=1), actor="dpo", signer=AUDIT_SIGNER
+        )
     assert len(_seqs(engine)) == 60
 
     before = _years_ago(9)
-    assert purge_before(engine, before=before, actor="dpo") == Purge(30, 30)
+    assert purge_before(engine, before=before, actor="dpo", signer=AUDIT_SIGNER) == Purge(30, 30)
     assert _seqs(engine) == list(range(31, 61))
     [checkpoint] = _checkpoints(engine)
     assert (checkpoint.last_seq, checkpoint.last_hash) == (30, hash_of_30)
     assert (checkpoint.rows_removed, checkpoint.created_by) == (30, "dpo")
     assert abs(checkpoint.purged_before - before) < timedelta(seconds=1)
     with engine.connect() as connection:
-        verification = verify_chain(connection)
+        verification = verify_chain(connection, AUDIT_SIGNER.keyring())
     assert verification.intact and verification.rows_checked == 30
     assert verification.last_seq == 60
 
     # An earlier date: nothing left to remove.
-    assert purge_before(engine, before=_years_ago(11), actor="dpo") is None
+    assert purge_before(engine, before=_years_ago(11), actor="dpo", signer=AUDIT_SIGNER) is None
     assert len(_seqs(engine)) == 30
     assert len(_checkpoints(engine)) == 1
 
-    assert purge_before(engine, before=_years_ago(7), actor="dpo") == Purge(50, 20)
+    assert purge_before(engine, before=_years_ago(7), actor="dpo", signer=AUDIT_SIGNER) == Purge(
+        50, 20
+    )
     assert _seqs(engine) == list(range(51, 61))
     assert [c.last_seq for c in _checkpoints(engine)] == [30, 50]
 
     write_rows(engine, [datetime.now(UTC)])  # the chain goes on after a purge
     with engine.connect() as connection:
-        verification = verify_chain(connection)
+        verification = verify_chain(connection, AUDIT_SIGNER.keyring())
     assert verification.intact and verification.rows_checked == 11
     assert verification.last_seq == 61
 

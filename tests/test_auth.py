@@ -68,6 +68,7 @@ ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("GET", "/v1/audit/break-glass"): AUDIT,
     ("POST", "/v1/audit/break-glass/{decision_id}/reviews"): AUDIT,
     ("GET", "/v1/audit/verify"): AUDIT,
+    ("GET", "/v1/audit/head"): AUDIT,
     ("GET", "/v1/changes"): AUDIT,
 }
 # Plausible path values that name nothing, so an admitted call changes nothing.

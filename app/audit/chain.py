@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,10 +66,88 @@ class ChainStart:
 
 
 @dataclass(frozen=True)
+class ChainHead:
+    """The newest row's seq and hash, as the database holds it or as a witness saved it,
+    with the signature that vouches for it (None where unsigned)."""
+
+    seq: int
+    hash: str
+    signature: str | None = None
+
+    def statement(self) -> bytes:
+        """What the signature covers."""
+        return f"accord audit head v1 {self.seq} {self.hash}".encode()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A purge's record that it removed `rows_removed` rows, up to row `last_seq`, whose
+    hash `last_hash` commits to every row before it."""
+
+    id: int
+    last_seq: int
+    last_hash: str
+    rows_removed: int
+    purged_before: datetime
+    created_at: datetime
+    created_by: str
+    signature: str | None = None
+
+    def statement(self) -> bytes:
+        """What the signature covers: every column but the id and the signature."""
+        content = orjson.dumps(
+            [
+                self.last_seq,
+                self.last_hash,
+                self.rows_removed,
+                self.purged_before,
+                self.created_at,
+                self.created_by,
+            ],
+            default=_canonical_datetime,
+            option=orjson.OPT_PASSTHROUGH_DATETIME,
+        )
+        return b"accord audit checkpoint v1 " + content
+
+
+# Why a signature does not prove a statement (None when it does): KeyRing.problem.
+SignatureCheck = Callable[[bytes, str | None], str | None]
+
+
+@dataclass(frozen=True)
 class BrokenLink:
     seq: int
     decision_id: str | None
     problem: str
+
+
+def chain_start(
+    checkpoints: Iterable[Checkpoint], check: SignatureCheck | None
+) -> ChainStart | BrokenLink:
+    """Where the remaining rows start: after the newest checkpoint, once every checkpoint,
+    oldest first, is proven. Each must be signed (when `check` is given) and must have
+    removed exactly the rows after the checkpoint before it, so a checkpoint that was
+    forged, changed or removed is a broken link rather than a new place to start."""
+    start = ChainStart(0, GENESIS)
+    for checkpoint in checkpoints:
+        problem = None if check is None else check(checkpoint.statement(), checkpoint.signature)
+        if problem is not None:
+            return BrokenLink(
+                checkpoint.last_seq,
+                None,
+                f"the checkpoint of a purge up to row {checkpoint.last_seq} {problem}: "
+                "it cannot vouch for the rows it says it removed",
+            )
+        if checkpoint.rows_removed != checkpoint.last_seq - start.seq:
+            return BrokenLink(
+                start.seq + 1,
+                None,
+                f"the checkpoint of a purge up to row {checkpoint.last_seq} records "
+                f"{checkpoint.rows_removed} rows removed, but follows row {start.seq}: "
+                "a checkpoint is missing or was changed",
+            )
+        start = ChainStart(checkpoint.last_seq, checkpoint.last_hash)
+    return start
 
 
 @dataclass(frozen=True)
@@ -77,6 +155,7 @@ class Verification:
     rows_checked: int
     last_seq: int
     broken: BrokenLink | None
+    signed_by: tuple[str, ...] = ()  # the key ids signatures were checked with; () if not
 
     @property
     def intact(self) -> bool:

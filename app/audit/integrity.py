@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +22,18 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 
-from app.audit.chain import GENESIS, ChainStart, Verification, verify_rows
+from app.audit.chain import (
+    GENESIS,
+    BrokenLink,
+    ChainHead,
+    ChainStart,
+    Checkpoint,
+    SignatureCheck,
+    Verification,
+    chain_start,
+    verify_rows,
+)
+from app.audit.signing import AuditSigner, KeyRing
 from app.errors import InvalidRequest
 from app.store.tables import AuditChainHead, AuditCheckpoint, AuditDecision
 
@@ -65,7 +76,17 @@ def _write_transaction(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
-def _chain_start(connection: Connection) -> ChainStart:
+def _checkpoints(connection: Connection) -> list[Checkpoint]:
+    """Every purge checkpoint, oldest first."""
+    rows = connection.execute(
+        select(AuditCheckpoint.__table__).order_by(AuditCheckpoint.last_seq, AuditCheckpoint.id)
+    ).mappings()
+    return [Checkpoint(**row) for row in rows]
+
+
+def _newest_checkpoint(connection: Connection) -> ChainStart:
+    """Where the newest checkpoint leaves the chain, unchecked: a purge batch's guard
+    against a concurrent purge, after the purge has verified."""
     checkpoint = connection.execute(
         select(AuditCheckpoint.last_seq, AuditCheckpoint.last_hash)
         .order_by(AuditCheckpoint.id.desc())
@@ -74,17 +95,13 @@ def _chain_start(connection: Connection) -> ChainStart:
     return ChainStart(0, GENESIS) if checkpoint is None else ChainStart(*checkpoint)
 
 
-@dataclass(frozen=True)
-class ChainHead:
-    seq: int
-    hash: str
-
-
 def read_head(connection: Connection) -> ChainHead:
     head = connection.execute(
-        select(AuditChainHead.last_seq, AuditChainHead.last_hash).where(AuditChainHead.id == 1)
+        select(AuditChainHead.last_seq, AuditChainHead.last_hash, AuditChainHead.signature).where(
+            AuditChainHead.id == 1
+        )
     ).one()
-    return ChainHead(int(head.last_seq), str(head.last_hash))
+    return ChainHead(int(head.last_seq), str(head.last_hash), head.signature)
 
 
 def head_decision_id(connection: Connection, head: ChainHead) -> str | None:
@@ -134,15 +151,77 @@ def _verify(
     )
 
 
-def verify_chain(connection: Connection) -> Verification:
-    """Check every row from the last checkpoint to the head; name the first broken link.
+def verify_chain(
+    connection: Connection, keys: KeyRing | None, saved_heads: Sequence[ChainHead] = ()
+) -> Verification:
+    """Prove the log from its first row, or from a signed checkpoint, to the signed head;
+    name the first broken link.
 
-    Rows above the head read first were committed after it and are left to the
-    next verification.
+    With `keys`, every checkpoint and the head must carry a signature that one of them
+    verifies (a head still at the genesis has none); without, only the hashes are
+    checked (an unsigned, development deployment). Each of `saved_heads` (heads a
+    witness kept, signed) must still be on the chain: at or before the head, and its
+    row with its hash unless a checkpoint has since removed it. Rows above the head read
+    first were committed after it and are left to the next verification.
     """
     _read_snapshot(connection)
     head = read_head(connection)
-    return _verify(connection, head, _chain_start(connection), {})
+    check = None if keys is None else keys.problem
+    signed_by = () if keys is None else tuple(keys.key_ids)
+    start = chain_start(_checkpoints(connection), check)
+    if isinstance(start, BrokenLink):
+        return Verification(0, 0, start, signed_by)
+    for saved in saved_heads:
+        problem = (
+            "cannot be checked without a key"
+            if check is None
+            else check(saved.statement(), saved.signature)
+        )
+        if problem is not None:
+            unproven = BrokenLink(saved.seq, None, f"the saved head at row {saved.seq} {problem}")
+            return Verification(0, start.seq, unproven, signed_by)
+    seen = {saved.seq: "" for saved in saved_heads if saved.seq > start.seq}
+    verification = _verify(connection, head, start, seen)
+    broken = (
+        verification.broken
+        or _unproven_head(head, check)
+        or _lost_saved_head(head, start, saved_heads, seen)
+    )
+    return Verification(verification.rows_checked, verification.last_seq, broken, signed_by)
+
+
+def _unproven_head(head: ChainHead, check: SignatureCheck | None) -> BrokenLink | None:
+    if check is None or head.seq == 0:
+        return None
+    problem = check(head.statement(), head.signature)
+    if problem is None:
+        return None
+    return BrokenLink(
+        head.seq, None, f"the chain head {problem}: rows may have been rewritten, hashes and all"
+    )
+
+
+def _lost_saved_head(
+    head: ChainHead, start: ChainStart, saved_heads: Sequence[ChainHead], seen: dict[int, str]
+) -> BrokenLink | None:
+    """The first saved head that the verified chain no longer passes through."""
+    for saved in saved_heads:
+        if saved.seq > head.seq:
+            problem = (
+                f"the chain's head is row {head.seq}, before a saved head at row {saved.seq}: "
+                "rows at the end were removed, or the database was restored from an older copy"
+            )
+        elif saved.seq == start.seq and saved.hash != start.hash:
+            problem = f"the checkpoint at row {saved.seq} has a hash other than a saved head's"
+        elif saved.seq > start.seq and seen.get(saved.seq) != saved.hash:
+            problem = (
+                f"row {saved.seq} no longer has the hash a saved head recorded: "
+                "it, or rows before it, were changed"
+            )
+        else:
+            continue
+        return BrokenLink(saved.seq, None, problem)
+    return None
 
 
 @dataclass(frozen=True)
@@ -158,12 +237,15 @@ class _PurgePlan:
     hashes: dict[int, str]  # row_hash of the last row of each batch, as verified
 
 
-def _plan_purge(engine: Engine, before: datetime) -> _PurgePlan | None:
+def _plan_purge(engine: Engine, before: datetime, keys: KeyRing | None) -> _PurgePlan | None:
     """Verify the chain and choose the prefix to remove, in one snapshot, without locks."""
+    check = None if keys is None else keys.problem
     with engine.connect() as connection:
         _read_snapshot(connection)
         head = read_head(connection)
-        start = _chain_start(connection)
+        start = chain_start(_checkpoints(connection), check)
+        if isinstance(start, BrokenLink):
+            raise InvalidRequest("chain", f"is broken at row {start.seq}; purge refused")
         first_kept = connection.execute(
             select(func.min(AuditDecision.seq)).where(
                 AuditDecision.seq > start.seq,
@@ -175,19 +257,24 @@ def _plan_purge(engine: Engine, before: datetime) -> _PurgePlan | None:
         ends = (*range(start.seq + PURGE_BATCH, last_seq, PURGE_BATCH), last_seq)
         hashes = dict.fromkeys((end for end in ends if end > start.seq), "")
         verification = _verify(connection, head, start, hashes)
-    if verification.broken is not None:
-        raise InvalidRequest("chain", f"is broken at row {verification.broken.seq}; purge refused")
+    broken = verification.broken or _unproven_head(head, check)
+    if broken is not None:
+        raise InvalidRequest("chain", f"is broken at row {broken.seq}; purge refused")
     return _PurgePlan(start, last_seq, hashes) if last_seq > start.seq else None
 
 
-def purge_before(engine: Engine, *, before: datetime, actor: str) -> Purge | None:
+def purge_before(
+    engine: Engine, *, before: datetime, actor: str, signer: AuditSigner | None
+) -> Purge | None:
     """Remove the oldest rows decided before `before`, keeping the rest verifiable.
 
     Only a prefix of the chain can go: rows up to (not including) the first row
     decided at or after `before`. The chain is verified first, without the write
     lock; then the rows go `PURGE_BATCH` at a time, each batch in its own short
     transaction with a checkpoint naming its last row, whose hash commits to
-    every row before it; verification starts from the newest checkpoint. Each
+    every row before it, and how many rows it removed, signed by `signer` (None
+    only in an unsigned, development deployment); verification starts from the
+    newest checkpoint once every checkpoint is proven. Each
     transaction first checks that the newest checkpoint is the one it follows and
     that its last row has the hash the verification saw, and that it deleted
     exactly the rows it meant to; otherwise it removes nothing and the purge
@@ -198,7 +285,7 @@ def purge_before(engine: Engine, *, before: datetime, actor: str) -> Purge | Non
     """
     if before > datetime.now(UTC):
         raise InvalidRequest("before", "is in the future: only past decisions can be purged")
-    plan = _plan_purge(engine, before)
+    plan = _plan_purge(engine, before, None if signer is None else signer.keyring())
     if plan is None:
         return None
     previous, removed, took = plan.start, 0, 0.0
@@ -209,7 +296,7 @@ def purge_before(engine: Engine, *, before: datetime, actor: str) -> Purge | Non
             time.sleep(took)
         began = time.monotonic()
         with _write_transaction(engine) as connection:
-            if _chain_start(connection) != previous:
+            if _newest_checkpoint(connection) != previous:
                 raise InvalidRequest("chain", _stopped(removed, "another purge ran meanwhile"))
             row_hash = connection.scalar(
                 select(AuditDecision.row_hash).where(AuditDecision.seq == end)
@@ -227,16 +314,19 @@ def purge_before(engine: Engine, *, before: datetime, actor: str) -> Purge | Non
                     "chain",
                     _stopped(removed, f"{deleted} rows up to row {end}, not {end - previous.seq}"),
                 )
-            connection.execute(
-                insert(AuditCheckpoint).values(
-                    purged_before=before,
-                    last_seq=end,
-                    last_hash=verified_hash,
-                    rows_removed=deleted,
-                    created_at=datetime.now(UTC),
-                    created_by=actor,
-                )
+            checkpoint = Checkpoint(
+                id=0,  # the database's
+                last_seq=end,
+                last_hash=verified_hash,
+                rows_removed=deleted,
+                purged_before=before,
+                created_at=datetime.now(UTC),
+                created_by=actor,
             )
+            signature = None if signer is None else signer.sign(checkpoint.statement())
+            values = {**vars(checkpoint), "signature": signature}
+            del values["id"]
+            connection.execute(insert(AuditCheckpoint).values(values))
         previous, removed = ChainStart(end, verified_hash), removed + deleted
         took = time.monotonic() - began
     return Purge(last_seq=plan.last_seq, rows_removed=removed)

@@ -12,10 +12,12 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, computed_field
+from sqlalchemy import Connection
 
 from app.audit import queries, reviews
-from app.audit.integrity import verify_chain
+from app.audit.integrity import head_decision_id, read_head, verify_chain
 from app.audit.record import AuditRecord
+from app.audit.signing import AuditSigner
 from app.decision.reasons import ReasonCode
 from app.policy.vocabulary import Tree, Vocabulary
 from app.store.tables import AuditDecision
@@ -344,16 +346,55 @@ class VerificationOut(BaseModel):
     rows_checked: int
     last_seq: int
     broken: BrokenLinkOut | None = Field(description="The first broken link, if any")
+    signed_by: list[str] = Field(
+        description="The ids of the keys the head's and checkpoints' signatures were checked "
+        "with; empty when this deployment runs unsigned (development only)"
+    )
 
 
 @router.get("/verify")
 def verify(request: Request, caller: Auditor) -> VerificationOut:
-    """Walk the hash chain from the last purge checkpoint to the head."""
+    """Walk the hash chain from its first row, or a signed purge checkpoint, to the signed
+    head, checking every signature with this replica's signing key."""
+    signer: AuditSigner | None = request.app.state.audit_signer
     with request.app.state.engine.connect() as connection:
-        result = verify_chain(connection)
+        result = verify_chain(connection, None if signer is None else signer.keyring())
     return VerificationOut(
         intact=result.intact,
         rows_checked=result.rows_checked,
         last_seq=result.last_seq,
         broken=None if result.broken is None else BrokenLinkOut(**vars(result.broken)),
+        signed_by=list(result.signed_by),
     )
+
+
+class ChainHeadOut(BaseModel):
+    """The chain head as a witness keeps it, one JSON line at a time, outside the database."""
+
+    seq: int = Field(description="The newest audit row's seq")
+    hash: str = Field(description="Its row_hash, which commits to every row before it")
+    decision_id: str | None = Field(description="Its decision; null once a purge removed it")
+    read_at: datetime
+    signature: str | None = Field(
+        description="`ed25519:<key id>:<base64>` over the text `accord audit head v1 <seq> "
+        "<hash>`; null at the genesis or when the deployment runs unsigned"
+    )
+
+    @classmethod
+    def read(cls, connection: Connection, now: datetime) -> ChainHeadOut:
+        head = read_head(connection)
+        return cls(
+            seq=head.seq,
+            hash=head.hash,
+            decision_id=head_decision_id(connection, head),
+            read_at=now,
+            signature=head.signature,
+        )
+
+
+@router.get("/head")
+def chain_head(request: Request, caller: Auditor, now: Now) -> ChainHeadOut:
+    """The signed chain head, for an outside witness to keep: `accord audit verify --head`
+    later proves that nothing up to it changed."""
+    with request.app.state.engine.connect() as connection:
+        return ChainHeadOut.read(connection, now)

@@ -21,8 +21,9 @@ import structlog
 from sqlalchemy import Dialect, Engine, Table, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
-from app.audit.chain import chain_rows
+from app.audit.chain import ChainHead, chain_rows
 from app.audit.record import AuditRecord
+from app.audit.signing import AuditSigner
 from app.errors import AuditUnavailable
 from app.runtime.metrics import AUDIT_BATCH_ROWS, AUDIT_COMMIT_SECONDS, AUDIT_FAILURES
 from app.store.tables import AuditChainHead, AuditDecision
@@ -86,8 +87,16 @@ class _DriverInsert:
 
 
 class AuditWriter:
-    def __init__(self, engine: Engine, *, max_batch_rows: int, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        signer: AuditSigner | None,
+        max_batch_rows: int,
+        timeout_seconds: float,
+    ) -> None:
         self._engine = engine
+        self._signer = signer  # signs each head it writes; None only when running unsigned
         self._insert = _DriverInsert(engine.dialect)
         self._max_batch_rows = max_batch_rows
         self._timeout = timeout_seconds
@@ -179,10 +188,16 @@ class AuditWriter:
                     after_hash=head.last_hash,
                 )
                 connection.exec_driver_sql(self._insert.sql, self._insert.parameters(rows))
+                new_head = ChainHead(rows[-1]["seq"], rows[-1]["row_hash"])
+                signer = self._signer
                 connection.execute(
                     update(AuditChainHead)
                     .where(AuditChainHead.id == 1)
-                    .values(last_seq=rows[-1]["seq"], last_hash=rows[-1]["row_hash"])
+                    .values(
+                        last_seq=new_head.seq,
+                        last_hash=new_head.hash,
+                        signature=None if signer is None else signer.sign(new_head.statement()),
+                    )
                 )
             self.commits += 1
             AUDIT_BATCH_ROWS.observe(len(rows))

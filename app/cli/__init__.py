@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli import agreements, audit, clients, db, policy, register, serve
+from app.audit.signing import SigningKeyError
+from app.cli import agreements, audit, clients, db, keys, policy, register, serve
 from app.policy.files import DocumentError
 
-COMMAND_GROUPS = (serve, db, agreements, policy, register, clients, audit)
+COMMAND_GROUPS = (serve, db, agreements, policy, register, clients, audit, keys)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except DocumentError as exc:
+    except (DocumentError, SigningKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return code

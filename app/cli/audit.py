@@ -1,4 +1,5 @@
-"""`accord audit`: verify the hash chain, purge past retention, print the chain head."""
+"""`accord audit`: verify the hash chain and its signatures, purge past retention, print the
+signed chain head."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import argparse
 import json
 import sys
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
-from app.audit.integrity import head_decision_id, purge_before, read_head, verify_chain
+from app.audit.chain import ChainHead
+from app.audit.integrity import purge_before, verify_chain
+from app.audit.router import ChainHeadOut
+from app.audit.signing import KeyRing, SigningKeyError, configured_signer, load_public_key
 from app.cli.common import database
 from app.config import get_settings
 from app.errors import InvalidRequest
@@ -18,9 +23,23 @@ def register(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
         dest="audit_command", required=True
     )
-    audit.add_parser("verify", help="check the hash chain; exit 1 at a broken link").set_defaults(
-        run=_verify
+    verify = audit.add_parser(
+        "verify", help="check the hash chain and its signatures; exit 1 at a broken link"
     )
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        help="a trusted public key (PEM; repeat for rotated keys); "
+        "default: the public half of ACCORD_AUDIT_SIGNING_KEY_FILE",
+    )
+    verify.add_argument(
+        "--head",
+        type=Path,
+        help="signed heads saved earlier (`accord audit head --signed`, one JSON a line): "
+        "prove that nothing up to each of them changed",
+    )
+    verify.set_defaults(run=_verify)
     purge = audit.add_parser("purge", help="remove rows older than the retention period")
     purge.add_argument(
         "--before",
@@ -29,14 +48,49 @@ def register(commands: Any) -> None:
     )
     purge.add_argument("--actor", default="cli", help="who is purging (recorded)")
     purge.set_defaults(run=_purge)
-    audit.add_parser(
+    head = audit.add_parser(
         "head", help="print the chain head (seq, hash) as JSON, to keep outside the database"
-    ).set_defaults(run=_head)
+    )
+    head.add_argument(
+        "--signed", action="store_true", help="with the head's signature, for `verify --head`"
+    )
+    head.set_defaults(run=_head)
 
 
-def _verify(_: argparse.Namespace) -> int:
+def _keyring(public_keys: list[Path] | None) -> KeyRing | None:
+    """The keys to check signatures with; None only for an unsigned deployment."""
+    if public_keys:
+        return KeyRing(load_public_key(path) for path in public_keys)
+    settings = get_settings()
+    signer = configured_signer(settings.audit_signing_key_file, unsigned=settings.audit_unsigned)
+    return None if signer is None else signer.keyring()
+
+
+def _saved_heads(path: Path) -> list[ChainHead]:
+    heads = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read {path}: {exc.strerror}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            saved = json.loads(line)
+            heads.append(ChainHead(int(saved["seq"]), str(saved["hash"]), saved.get("signature")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SigningKeyError(f"{path}:{number} is not a saved head ({exc})") from exc
+    return heads
+
+
+def _verify(args: argparse.Namespace) -> int:
+    keys = _keyring(args.public_key)
+    if keys is None and args.head is not None:
+        print("error: --head needs a public key to check the saved heads", file=sys.stderr)
+        return 2
+    saved = [] if args.head is None else _saved_heads(args.head)
     with database() as engine, engine.connect() as connection:
-        result = verify_chain(connection)
+        result = verify_chain(connection, keys, saved)
     if result.broken is not None:
         link = result.broken
         print(
@@ -45,12 +99,22 @@ def _verify(_: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"intact: {result.rows_checked} rows verified, chain head at row {result.last_seq}")
+    signatures = (
+        f"head and checkpoints signed by key {', '.join(result.signed_by)}"
+        if result.signed_by
+        else "signatures NOT checked (ACCORD_AUDIT_UNSIGNED: development only)"
+    )
+    witnessed = f"; {len(saved)} saved heads on the chain" if saved else ""
+    print(
+        f"intact: {result.rows_checked} rows verified, chain head at row {result.last_seq}; "
+        f"{signatures}{witnessed}"
+    )
     return 0
 
 
 def _purge(args: argparse.Namespace) -> int:
     settings = get_settings()
+    signer = configured_signer(settings.audit_signing_key_file, unsigned=settings.audit_unsigned)
     oldest_kept = datetime.now(UTC) - timedelta(days=settings.audit_retention_days)
     before = (
         oldest_kept if args.before is None else datetime.combine(args.before, time(), tzinfo=UTC)
@@ -67,7 +131,7 @@ def _purge(args: argparse.Namespace) -> int:
         return 1
     try:
         with database() as engine:  # it verifies without the write lock
-            purge = purge_before(engine, before=before, actor=args.actor)
+            purge = purge_before(engine, before=before, actor=args.actor, signer=signer)
     except InvalidRequest as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -76,17 +140,14 @@ def _purge(args: argparse.Namespace) -> int:
     else:
         print(
             f"purged {purge.rows_removed} rows up to row {purge.last_seq}; "
-            "checkpoint recorded, the rest of the chain still verifies"
+            "signed checkpoints recorded, the rest of the chain still verifies"
         )
     return 0
 
 
-def _head(_: argparse.Namespace) -> int:
+def _head(args: argparse.Namespace) -> int:
     """Print the chain head as one JSON line, to be copied outside the database."""
     with database() as engine, engine.connect() as connection:
-        head = read_head(connection)
-        decision_id = head_decision_id(connection, head)
-    read_at = datetime.now(UTC).isoformat(timespec="seconds")
-    record = {"seq": head.seq, "hash": head.hash, "decision_id": decision_id, "read_at": read_at}
-    print(json.dumps(record))
+        head = ChainHeadOut.read(connection, datetime.now(UTC))
+    print(head.model_dump_json(exclude=None if args.signed else {"signature"}))
     return 0

@@ -10,6 +10,7 @@ import tempfile
 from types import FrameType
 from typing import Any, NoReturn
 
+from app.audit.signing import configured_signer
 from app.config import get_settings
 
 
@@ -28,6 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
+    # Each worker's create_app refuses to start without the audit signing key; say so
+    # once, plainly, before binding.
+    configured_signer(settings.audit_signing_key_file, unsigned=settings.audit_unsigned)
     workers = args.workers or settings.workers
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Workers are separate processes: their metrics are summed through files here.

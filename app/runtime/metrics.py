@@ -68,6 +68,11 @@ POLICY_RELOAD_FAILURES = Counter(
 PERSON_INFO_CALLS = Counter(
     "accord_person_info_calls", "Calls to the person-information service", ["result"]
 )
+CLIENT_LIMIT_REFUSALS = Counter(
+    "accord_client_limit_refusals",
+    "Requests refused (429) because their API client was over a limit",
+    ["client", "limit"],  # limit: rate | concurrency
+)
 
 
 def render(*database_gauges: Collector) -> tuple[bytes, str]:

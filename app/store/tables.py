@@ -215,10 +215,12 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(SequenceNumber)
     last_hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(160))  # over (last_seq, last_hash)
 
 
 class AuditCheckpoint(Base):
-    """What a purge removed: the last removed row, whose hash commits to all before it."""
+    """What a purge removed: how many rows, up to the last removed row, whose hash commits
+    to all before it; signed."""
 
     __tablename__ = "audit_checkpoints"
 
@@ -229,6 +231,7 @@ class AuditCheckpoint(Base):
     rows_removed: Mapped[int] = mapped_column(SequenceNumber)
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(128))
+    signature: Mapped[str | None] = mapped_column(String(160))  # over every column but id
 
 
 class BreakGlassReview(Base):

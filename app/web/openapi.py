@@ -10,7 +10,15 @@ from app.web.problems import PROBLEM_JSON, Problem
 COMMON_ERRORS = {
     "401": "No API key, or an unknown one",
     "403": "The key's scopes or agencies do not allow this",
+    "429": "The client is over its rate or concurrency limit; nothing was done",
     "503": "Unavailable: no policy loaded, or the database cannot be reached",
+}
+# A 429 says when to try again (app/web/limits.py).
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
 }
 # Authenticate has checked the key before a route runs; the document declares the
 # scheme on every route but health.
@@ -28,8 +36,9 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     validation shape; Accord answers every error with `Problem`. Every route
     but health is declared to need the bearer key (the Authenticate middleware
     checks it before any route runs). The answers
-    every authenticated route can give (no key, wrong scope, a body too large,
-    no policy or database) are added where the route does not list them.
+    every authenticated route can give (no key, wrong scope, over the client's
+    limits, a body too large, no policy or database) are added where the route
+    does not list them.
     """
     problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path, operations in schema.get("paths", {}).items():
@@ -45,6 +54,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                     expected["422"] = "Invalid request"
                 for status, description in expected.items():
                     responses.setdefault(status, {"description": description})
+                responses["429"].setdefault("headers", RETRY_AFTER)
             for status, response in responses.items():
                 if int(status) >= 400:
                     response["content"] = problem_content
