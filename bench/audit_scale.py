@@ -64,6 +64,7 @@ def _rows(count: int, persons: int, start: datetime, rng: random.Random) -> list
                 "user_ref": f"user-{rng.randrange(500)}",
                 "case_ref": None,
                 "policy_revision": 1,
+                "obligations": [],
             }
         )
     return rows

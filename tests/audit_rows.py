@@ -38,6 +38,7 @@ def _record(at: datetime, n: int) -> AuditRecord:
         user_ref="sw.ahmed",
         case_ref=None,
         policy_revision=1,
+        obligations=[],
     )
 
 

@@ -55,6 +55,7 @@ def _record() -> AuditRecord:
         user_ref=None,
         case_ref=None,
         policy_revision=1,
+        obligations=[],
     )
 
 

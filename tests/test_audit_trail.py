@@ -426,6 +426,9 @@ def http_api(trail: Trail, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def _as_csv(value: Any) -> str:
+    """A JSON value as the CSV export writes it (obligations as `field=mask;...`)."""
+    if isinstance(value, list):
+        return ";".join(f"{o['field']}={o['mask']}" for o in value)
     return "" if value is None else str(value)
 
 

@@ -22,11 +22,39 @@ from app.audit.record import RECORDED_COLUMNS
 
 GENESIS = "0" * 64
 
-# The columns a row's hash covers, in this order. Adding one is a new chain format.
-CHAINED_COLUMNS = ("seq", *RECORDED_COLUMNS)
-
-
-_chained_values = operator.itemgetter(*CHAINED_COLUMNS)
+# The columns a row's hash covers, in order, by chain format version (the row's
+# `chain_version`). A new recorded column is a new version; the old ones stay, so rows
+# written before it still verify.
+CHAINED_COLUMNS: dict[int, tuple[str, ...]] = {
+    1: (
+        "seq",
+        "decision_id",
+        "request_id",
+        "decided_at",
+        "client",
+        "requester",
+        "holder",
+        "person_id",
+        "field",
+        "purpose",
+        "decision",
+        "reason",
+        "agreement_id",
+        "agreement_version",
+        "restriction_id",
+        "consent_id",
+        "break_glass",
+        "justification",
+        "user_ref",
+        "case_ref",
+        "policy_revision",
+    ),
+    2: ("seq", "chain_version", *RECORDED_COLUMNS),  # + obligations
+}
+CHAIN_VERSION = max(CHAINED_COLUMNS)  # the version new rows are written in
+_chained_values = {
+    version: operator.itemgetter(*columns) for version, columns in CHAINED_COLUMNS.items()
+}
 
 
 def _canonical_datetime(value: Any) -> str:
@@ -36,11 +64,12 @@ def _canonical_datetime(value: Any) -> str:
 
 
 def row_hash(previous_hash: str, row: Mapping[str, Any]) -> str:
-    """SHA-256 over the previous hash and the row's chained columns (as a JSON array)."""
+    """SHA-256 over the previous hash and the row's chained columns (as a JSON array, its
+    mappings' keys sorted) for the row's chain format version."""
     content = orjson.dumps(
-        _chained_values(row),
+        _chained_values[row["chain_version"]](row),
         default=_canonical_datetime,  # orjson hands over datetimes only, with this option
-        option=orjson.OPT_PASSTHROUGH_DATETIME,
+        option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(previous_hash.encode() + content).hexdigest()
 
@@ -52,6 +81,7 @@ def chain_rows(
     previous = after_hash
     for offset, row in enumerate(rows, start=1):
         row["seq"] = after_seq + offset
+        row["chain_version"] = CHAIN_VERSION
         row["prev_hash"] = previous
         row["row_hash"] = previous = row_hash(previous, row)
     return rows
@@ -162,13 +192,30 @@ class Verification:
         return self.broken is None
 
 
+def _format_problem(row: Mapping[str, Any], previous_version: int) -> str | None:
+    """Why the row's chain format cannot be right: unknown, older than the row before it
+    (formats only move forward), or format 1 holding obligations its hash would not cover."""
+    version = row["chain_version"]
+    if version not in CHAINED_COLUMNS:
+        return f"its chain format version {version} is unknown"
+    if version < previous_version:
+        return f"its chain format version {version} is older than the row before it"
+    if version == 1 and row["obligations"] is not None:
+        return "it holds obligations that its chain format version 1 does not cover"
+    return None
+
+
 def verify_rows(
     rows: Iterable[Mapping[str, Any]], *, start: ChainStart, head_seq: int, head_hash: str
 ) -> Verification:
     """Walk rows in seq order from `start`; stop at the first broken link."""
-    expected_seq, previous, checked = start.seq + 1, start.hash, 0
+    expected_seq, previous, checked, version = start.seq + 1, start.hash, 0, 1
     for row in rows:
         seq, decision_id = int(row["seq"]), str(row["decision_id"])
+        format_problem = _format_problem(row, version)
+        if format_problem is not None:
+            return Verification(checked, seq - 1, BrokenLink(seq, decision_id, format_problem))
+        version = row["chain_version"]
         if seq != expected_seq:
             if seq > expected_seq:  # name the first missing row
                 missing = f"rows {expected_seq} to {seq - 1} are missing"

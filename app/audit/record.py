@@ -1,7 +1,8 @@
 """What one audit row records about one decision: the one list of audit columns.
 
-The writer inserts these, the hash chain covers them (after `seq`, in this
-order), and the audit API answers with them.
+The writer inserts these, the hash chain covers them (after `seq` and the
+chain format version, in this order; app/audit/chain.py), and the audit API
+answers with them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,14 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypedDict  # pydantic validates only this one before 3.12
+
+
+class RecordedObligation(TypedDict):
+    """A condition the permit was given on: release `field` only after `mask`."""
+
+    field: str
+    mask: str
 
 
 class AuditRecord(BaseModel):
@@ -35,6 +44,9 @@ class AuditRecord(BaseModel):
     user_ref: str | None
     case_ref: str | None
     policy_revision: int
+    # The obligations of a permit ([] for none); None on rows of chain format 1,
+    # written before obligations were recorded.
+    obligations: list[RecordedObligation] | None
 
 
 RECORDED_COLUMNS = tuple(AuditRecord.model_fields)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from app.audit import queries, reviews
 from app.audit.integrity import head_decision_id, read_head, verify_chain
-from app.audit.record import AuditRecord
+from app.audit.record import AuditRecord, RecordedObligation
 from app.audit.signing import AuditSigner
 from app.decision.reasons import ReasonCode
 from app.policy.vocabulary import Tree, Vocabulary
@@ -24,6 +24,7 @@ from app.store.tables import AuditDecision
 from app.types import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
 from app.web.auth import Auditor
 from app.web.deps import AppSettings, DbSession, Live, Now
+from app.web.paths import REST
 from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -50,6 +51,7 @@ class AuditDecisionOut(_NamesOverriddenObjection, AuditRecord):
 
     reason: ReasonCode  # every recorded reason is one of the engine's codes
     seq: int
+    chain_version: int = Field(description="Which columns row_hash covers (docs/audit.md)")
     prev_hash: str
     row_hash: str
 
@@ -144,15 +146,22 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
+def _csv_cell(value: object) -> object:
+    """One CSV cell: nothing for null, obligations as `field=mask` joined by `;`."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(f"{o['field']}={o['mask']}" for o in value)
+    return spreadsheet_safe(value)
+
+
 def _csv_lines(rows: Iterator[AuditDecision]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for row in rows:
         out = AuditDecisionOut.model_validate(row).model_dump(mode="json")
-        writer.writerow(
-            ["" if out[c] is None else spreadsheet_safe(out[c]) for c in EXPORT_COLUMNS]
-        )
+        writer.writerow([_csv_cell(out[column]) for column in EXPORT_COLUMNS])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -209,6 +218,10 @@ class DisclosureOut(_NamesOverriddenObjection):
     break_glass: bool
     user_ref: str | None
     case_ref: str | None
+    obligations: list[RecordedObligation] | None = Field(
+        description="What the permit was given on, e.g. an address masked to its district; "
+        "null on rows recorded before obligations were"
+    )
 
 
 class DisclosureGroupOut(BaseModel):
@@ -256,7 +269,7 @@ def build_subject_access(request: Request, person_id: str) -> SubjectAccessRepor
     )
 
 
-@router.get("/subject-access/{person_id:path}", responses={422: {"model": Problem}})
+@router.get(f"/subject-access/{{person_id:{REST}}}", responses={422: {"model": Problem}})
 def subject_access(
     request: Request, caller: Auditor, person_id: Annotated[PersonId, Path()]
 ) -> SubjectAccessReport:

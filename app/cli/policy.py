@@ -21,7 +21,9 @@ def register(commands: Any) -> None:
     policy = commands.add_parser("policy", help="compiled policy").add_subparsers(
         dest="policy_command", required=True
     )
-    export = policy.add_parser("export", help="write Casbin model.conf and policy.csv")
+    export = policy.add_parser(
+        "export", help="write Casbin model.conf and policy.csv, and obligations.csv"
+    )
     export.add_argument("--out", default="policy-export", help="folder to write into")
     export.set_defaults(run=_export)
     test = policy.add_parser("test", help="run policy test files against agreement files")
@@ -49,7 +51,20 @@ def _export(args: argparse.Namespace) -> int:
         writer = csv.writer(handle, lineterminator="\n")
         for line in lines:
             writer.writerow(("p", *line))
-    print(f"revision {policy.revision}: {len(lines)} lines written to {out}")
+    # A permit's obligations, by the `source` token of the line that permitted it.
+    obligations = sorted(
+        (source.key, obligation.field, obligation.mask)
+        for source in policy.sources.values()
+        for obligation in source.obligations
+    )
+    with (out / "obligations.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("source", "field", "mask"))
+        writer.writerows(obligations)
+    print(
+        f"revision {policy.revision}: {len(lines)} lines and {len(obligations)} obligations "
+        f"written to {out}"
+    )
     return 0
 
 

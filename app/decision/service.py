@@ -111,6 +111,7 @@ def _audit_record(
         user_ref=context.user,
         case_ref=context.case_ref,
         policy_revision=answer.policy_revision,
+        obligations=[{"field": o.field, "mask": o.mask} for o in decision.obligations],
     )
 
 
