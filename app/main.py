@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from app.agreements.router import router as agreements_router
@@ -38,6 +38,7 @@ from app.web.limits import ClientLimits
 from app.web.middleware import BodyLimit, RequestContext
 from app.web.openapi import document_problems
 from app.web.problems import install_problem_handlers
+from app.web.query import reject_unknown_query
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         summary="Policy decisions for multi-agency information sharing, with a durable audit",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        dependencies=[Depends(reject_unknown_query)],
         docs_url=None,  # /openapi.json needs a key like every other route; see openapi.yaml
         redoc_url=None,
     )

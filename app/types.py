@@ -11,6 +11,11 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConst
 MAX_BATCH_FIELDS = 1000  # the most fields one batch request may list
 
 
+# pydantic refuses an unpaired surrogate itself (type `string_unicode`, "unable to parse raw
+# data as a unicode string"); the problem handlers give this reason instead.
+UNPAIRED_SURROGATE = "must not contain an unpaired surrogate"
+
+
 def _storable(text: str) -> str:
     """Text that every backend stores and the audit hash covers as given: no NUL (which
     PostgreSQL's text refuses) and no unpaired surrogate (which UTF-8 cannot hold)."""
@@ -19,8 +24,11 @@ def _storable(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("must not contain an unpaired surrogate") from None
+        raise ValueError(UNPAIRED_SURROGATE) from None
     return text
+
+
+Storable = AfterValidator(_storable)  # every free text given to the service passes it
 
 
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
@@ -51,10 +59,10 @@ PersonId = Annotated[
 EntryId = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", max_length=128)
 ]
-ShortText = Annotated[
-    str, StringConstraints(min_length=1, max_length=128), AfterValidator(_storable)
-]
-LongText = Annotated[
-    str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_storable)
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128), Storable]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000), Storable]
+# A person's name or staff id, as they give it: not blank.
+PersonName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), Storable
 ]
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]

@@ -313,3 +313,43 @@ def test_subject_access_for_a_person_id_with_a_slash(trail: Trail) -> None:
     assert (report["person_id"], report["decisions"]) == ("P/AUD/1", 1)
     assert report["groups"][0]["decisions"] == 1
     assert trail.api.get(f"/v1/audit/decisions/{answer['decision_id']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/audit/decisions",
+        "/v1/audit/decisions/export",
+        "/v1/audit/subject-access/P-AUD-1",
+        "/v1/audit/break-glass",
+    ],
+)
+def test_an_unknown_query_parameter_is_named_not_ignored(trail: Trail, path: str) -> None:
+    """`?pending=false` ignored would answer a different question than the one asked."""
+    response = trail.api.get(path, params={"pending": "false", "feild": "health"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    named = {param["name"] for param in response.json()["invalid_params"]}
+    assert named == {"pending", "feild"}
+    assert "is not a parameter of this route" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "what"),
+    [
+        ("field", "health.mentall", "a field"),
+        ("purpose", "safeguarding.kids", "a purpose"),
+        ("requester", "police.lancs", "an agency"),
+        ("holder", "nhs.nowhere", "an agency"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/audit/decisions", "/v1/audit/decisions/export"])
+def test_a_name_not_in_the_vocabulary_is_refused_not_an_empty_answer(
+    trail: Trail, path: str, param: str, value: str, what: str
+) -> None:
+    response = trail.api.get(path, params={param: value})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["invalid_params"]
+    assert problem == {"name": param, "reason": f"'{value}' is not {what} in the vocabulary"}
+    # the same names spelt right are answered
+    assert trail.api.get("/v1/audit/decisions", params={"field": "health.mental"}).is_success

@@ -574,16 +574,22 @@ def test_break_glass_permits_are_queued_reviewed_and_flagged_overdue(
     for decision_id, outcome in reviewed.items():
         note = f"{outcome}: checked with the team manager"
         response = server.post(
-            f"/v1/audit/break-glass/{decision_id}/reviews", json={"outcome": outcome, "note": note}
+            f"/v1/audit/break-glass/{decision_id}/reviews",
+            json={"outcome": outcome, "note": note, "reviewer": "J. Okafor (IG)"},
         )
         assert response.status_code == 201, response.text
         review = response.json()
         assert (review["outcome"], review["note"]) == (outcome, note)
-        assert review["reviewer"] == server.client_id
+        # accountable to a person, and to the system that sent it
+        assert (review["reviewer"], review["client"]) == ("J. Okafor (IG)", server.client_id)
     # A later review adds to the first, it does not replace it.
     again = server.post(
         f"/v1/audit/break-glass/{first}/reviews",
-        json={"outcome": "not-justified", "note": "on second look, no immediate risk"},
+        json={
+            "outcome": "not-justified",
+            "note": "on second look, no immediate risk",
+            "reviewer": "A. Shah (Caldicott guardian)",
+        },
     )
     assert again.status_code == 201, again.text
 
@@ -594,6 +600,10 @@ def test_break_glass_permits_are_queued_reviewed_and_flagged_overdue(
     everything = {e["decision"]["decision_id"]: e for e in _queue(server, "all")}
     assert set(everything) == {row.decision_id for row in permits}
     assert [r["outcome"] for r in everything[first]["reviews"]] == ["justified", "not-justified"]
+    assert [r["reviewer"] for r in everything[first]["reviews"]] == [
+        "J. Okafor (IG)",
+        "A. Shah (Caldicott guardian)",
+    ]
     assert [r["outcome"] for r in everything[second]["reviews"]] == ["not-justified"]
     assert all(
         not everything[row.decision_id]["reviews"]
@@ -606,19 +616,21 @@ def test_break_glass_permits_are_queued_reviewed_and_flagged_overdue(
     for row in (ordinary_permit, a_denial):
         response = server.post(
             f"/v1/audit/break-glass/{row.decision_id}/reviews",
-            json={"outcome": "justified", "note": "n/a"},
+            json={"outcome": "justified", "note": "n/a", "reviewer": "J. Okafor"},
         )
         assert response.status_code == 409, response.text
         assert response.headers["content-type"] == "application/problem+json"
     unknown = server.post(
         f"/v1/audit/break-glass/{uuid.uuid4()}/reviews",
-        json={"outcome": "justified", "note": "n/a"},
+        json={"outcome": "justified", "note": "n/a", "reviewer": "J. Okafor"},
     )
     assert unknown.status_code == 404, unknown.text
     for body in (
-        {"outcome": "maybe", "note": "n/a"},
-        {"outcome": "justified", "note": ""},
-        {"outcome": "justified"},
+        {"outcome": "maybe", "note": "n/a", "reviewer": "J. Okafor"},
+        {"outcome": "justified", "note": "", "reviewer": "J. Okafor"},
+        {"outcome": "justified", "reviewer": "J. Okafor"},
+        {"outcome": "justified", "note": "n/a"},  # no one named
+        {"outcome": "justified", "note": "n/a", "reviewer": "   "},
     ):
         bad = server.post(f"/v1/audit/break-glass/{permits[2].decision_id}/reviews", json=body)
         assert bad.status_code == 422, bad.text

@@ -71,8 +71,10 @@ def record_review(
     outcome: Outcome,
     note: str,
     reviewer: str,
+    client: str,
     now: datetime,
 ) -> BreakGlassReview:
+    """Record `reviewer`'s (a person's) outcome for a break-glass permit, sent by `client`."""
     decision = session.scalars(
         select(AuditDecision).where(AuditDecision.decision_id == decision_id)
     ).one_or_none()
@@ -85,6 +87,7 @@ def record_review(
         outcome=outcome,
         note=note,
         reviewer=reviewer,
+        client=client,
         reviewed_at=now,
     )
     session.add(review)

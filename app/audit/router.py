@@ -19,9 +19,18 @@ from app.audit.integrity import head_decision_id, read_head, verify_chain
 from app.audit.record import AuditRecord, RecordedObligation
 from app.audit.signing import AuditSigner
 from app.decision.reasons import ReasonCode
+from app.errors import InvalidParams
 from app.policy.vocabulary import Tree, Vocabulary
 from app.store.tables import AuditDecision
-from app.types import EntryId, LongText, PersonId, ShortText, UtcDatetime, VocabularyName
+from app.types import (
+    EntryId,
+    LongText,
+    PersonId,
+    PersonName,
+    ShortText,
+    UtcDatetime,
+    VocabularyName,
+)
 from app.web.auth import Auditor
 from app.web.deps import AppSettings, DbSession, Live, Now
 from app.web.paths import REST
@@ -89,10 +98,23 @@ class AuditFilterParams(BaseModel):
     decided_until: UtcDatetime | None = Field(default=None, alias="to")
 
     def to_filter(self, vocabulary: Vocabulary) -> queries.AuditFilter:
+        """The filter, once every agency, field and purpose named is in the vocabulary: a
+        misspelt name would otherwise answer "no decisions", a wrong answer (422)."""
+        unknown = [
+            (place, f"'{name}' is not {what} in the vocabulary")
+            for place, name, known, what in (
+                ("requester", self.requester, vocabulary.agencies, "an agency"),
+                ("holder", self.holder, vocabulary.agencies, "an agency"),
+                ("field", self.field, vocabulary.fields, "a field"),
+                ("purpose", self.purpose, vocabulary.purposes, "a purpose"),
+            )
+            if name is not None and name not in known
+        ]
+        if unknown:
+            raise InvalidParams(unknown)
+
         def with_descendants(name: str | None, tree: Tree) -> frozenset[str] | None:
-            if name is None:
-                return None
-            return tree.descendants.get(name, frozenset({name}))  # a retired name: itself
+            return None if name is None else tree.descendants[name]
 
         return queries.AuditFilter(
             person_id=self.person,
@@ -282,7 +304,11 @@ class ReviewOut(BaseModel):
 
     outcome: str
     note: str
-    reviewer: str
+    reviewer: str = Field(description="The person who reviewed")
+    client: str | None = Field(
+        description="The API client that sent the review; null on reviews recorded before "
+        "reviewers were named, whose `reviewer` is then that client"
+    )
     reviewed_at: datetime
 
 
@@ -297,6 +323,9 @@ class ReviewIn(BaseModel):
 
     outcome: reviews.Outcome
     note: LongText
+    reviewer: PersonName = Field(
+        description="Who reviewed: a person's name or staff id, not a system (required)"
+    )
 
 
 @router.get("/break-glass", responses={422: {"model": Problem}})
@@ -340,7 +369,8 @@ def review_break_glass(
         decision_id=decision_id,
         outcome=body.outcome,
         note=body.note,
-        reviewer=caller.client_id,
+        reviewer=body.reviewer,
+        client=caller.client_id,
         now=now,
     )
     out = ReviewOut.model_validate(review)

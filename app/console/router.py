@@ -20,7 +20,7 @@ from app.audit.router import AuditFilterParams, build_subject_access
 from app.console.chart import decisions_per_day
 from app.errors import Conflict, NotFound
 from app.runtime.callers import Caller, key_digest
-from app.types import LongText, PersonId
+from app.types import LongText, PersonId, PersonName
 from app.web.deps import AppSettings, DbSession, Live, Now
 
 PERSON_ID: TypeAdapter[str] = TypeAdapter(PersonId)
@@ -139,6 +139,7 @@ def review(
     decision_id: str,
     outcome: Annotated[reviews.Outcome, Form()],
     note: Annotated[LongText, Form()],
+    reviewer: Annotated[PersonName, Form()],
 ) -> Response:
     caller = _auditor(request, live)
     if caller is None:
@@ -149,7 +150,8 @@ def review(
             decision_id=decision_id,
             outcome=outcome,
             note=note,
-            reviewer=caller.client_id,
+            reviewer=reviewer,
+            client=caller.client_id,
             now=now,
         )
         session.commit()

@@ -246,7 +246,9 @@ class BreakGlassReview(Base):
     decision_id: Mapped[str] = mapped_column(String(36), index=True)
     outcome: Mapped[str] = mapped_column(String(16))  # justified | not-justified
     note: Mapped[str] = mapped_column(Text)
-    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewer: Mapped[str] = mapped_column(String(128))  # the person who reviewed
+    # the API client that sent the review; NULL before migration 0009 (reviewer was it)
+    client: Mapped[str | None] = mapped_column(String(128))
     reviewed_at: Mapped[datetime]
 
 
