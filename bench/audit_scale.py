@@ -65,6 +65,7 @@ def _rows(count: int, persons: int, start: datetime, rng: random.Random) -> list
                 "case_ref": None,
                 "policy_revision": 1,
                 "obligations": [],
+                "routes_offered": [],
             }
         )
     return rows

@@ -39,6 +39,7 @@ def _record(at: datetime, n: int) -> AuditRecord:
         case_ref=None,
         policy_revision=1,
         obligations=[],
+        routes_offered=[],
     )
 
 

@@ -56,6 +56,7 @@ def _record() -> AuditRecord:
         case_ref=None,
         policy_revision=1,
         obligations=[],
+        routes_offered=[],
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, insert, select, text, update
 
 from app.audit.chain import GENESIS, ChainHead
 from app.audit.integrity import read_head, verify_chain
@@ -106,9 +106,7 @@ def _format_1_rows(engine: Engine, count: int) -> None:
         rows.append(row)
     with engine.begin() as connection:
         connection.execute(insert(AuditDecision), rows)  # chain_version: its default, 1
-        connection.execute(
-            AuditChainHead.__table__.update().values(last_seq=count, last_hash=previous)
-        )
+        connection.execute(update(AuditChainHead).values(last_seq=count, last_hash=previous))
 
 
 def _broken(engine: Engine) -> str | None:
@@ -133,17 +131,15 @@ def test_rows_of_chain_format_1_still_verify_beside_format_2(engine: Engine) -> 
             connection.execute(text("ALTER TABLE audit_decisions DISABLE TRIGGER USER"))
     with engine.begin() as connection:
         connection.execute(
-            AuditDecision.__table__.update()
-            .where(AuditDecision.seq == 3)
-            .values(obligations=MASKED)
+            update(AuditDecision).where(AuditDecision.seq == 3).values(obligations=MASKED)
         )
-    assert _broken(engine) == "it holds obligations that its chain format version 1 does not cover"
+    assert _broken(engine) == "it holds values that its chain format version 1 does not cover"
     # A format-2 row passed off as format 1 (so obligations would escape the hash): a break.
     with engine.begin() as connection:
         connection.execute(
-            AuditDecision.__table__.update().where(AuditDecision.seq == 3).values(obligations=None)
+            update(AuditDecision).where(AuditDecision.seq == 3).values(obligations=None)
         )
         connection.execute(
-            AuditDecision.__table__.update().where(AuditDecision.seq == 8).values(chain_version=1)
+            update(AuditDecision).where(AuditDecision.seq == 8).values(chain_version=1)
         )
     assert _broken(engine) == "its chain format version 1 is older than the row before it"

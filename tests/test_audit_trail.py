@@ -428,7 +428,7 @@ def http_api(trail: Trail, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def _as_csv(value: Any) -> str:
     """A JSON value as the CSV export writes it (obligations as `field=mask;...`)."""
     if isinstance(value, list):
-        return ";".join(f"{o['field']}={o['mask']}" for o in value)
+        return ";".join(f"{o['field']}={o['mask']}" if isinstance(o, dict) else o for o in value)
     return "" if value is None else str(value)
 
 

@@ -639,3 +639,29 @@ def test_the_readme_example_runs_against_the_sample_policies(
     shown_in_readme = code.rstrip().splitlines()[-1].split("# ", 1)[1]
     assert printed.getvalue().strip() == shown_in_readme
     assert "criminal.convictions" in shown_in_readme
+
+
+@pytest.mark.slow
+def test_why_not_gives_the_lawful_routes_and_allowed_fields_still_fails_closed(
+    scenario_service: ScenarioService,
+) -> None:
+    server = scenario_service.server
+    question: dict[str, Any] = {
+        "requester": "la.blackpool.early-help",
+        "holder": "edu.blackpool-schools",
+        "person": "P-CLIENT-1",
+        "purpose": "early-help",
+    }
+    with AccordClient(server.url, server.key) as client:
+        routes = client.why_not(field="education.attendance", **question)
+        shown = client.allowed_fields(fields=["education.attendance"], **question)
+        permitted = client.why_not(field="education.attendance", **{**question, "person": "P-301"})
+    assert [(r.kind, r.agreement_id) for r in routes] == [("consent", "isa-early-help")]
+    assert shown == frozenset(), "a route is not a permission"
+    assert permitted == ()  # P-301 has consented: permitted, so no route
+
+    async def ask_async() -> tuple[Any, ...]:
+        async with AsyncAccordClient(server.url, server.key) as client:
+            return await client.why_not(field="education.attendance", **question)
+
+    assert asyncio.run(ask_async()) == routes

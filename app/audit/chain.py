@@ -49,7 +49,7 @@ CHAINED_COLUMNS: dict[int, tuple[str, ...]] = {
         "case_ref",
         "policy_revision",
     ),
-    2: ("seq", "chain_version", *RECORDED_COLUMNS),  # + obligations
+    2: ("seq", "chain_version", *RECORDED_COLUMNS),  # + obligations, routes_offered
 }
 CHAIN_VERSION = max(CHAINED_COLUMNS)  # the version new rows are written in
 _chained_values = {
@@ -194,14 +194,14 @@ class Verification:
 
 def _format_problem(row: Mapping[str, Any], previous_version: int) -> str | None:
     """Why the row's chain format cannot be right: unknown, older than the row before it
-    (formats only move forward), or format 1 holding obligations its hash would not cover."""
+    (formats only move forward), or format 1 holding columns its hash would not cover."""
     version = row["chain_version"]
     if version not in CHAINED_COLUMNS:
         return f"its chain format version {version} is unknown"
     if version < previous_version:
         return f"its chain format version {version} is older than the row before it"
-    if version == 1 and row["obligations"] is not None:
-        return "it holds obligations that its chain format version 1 does not cover"
+    if version == 1 and (row["obligations"] is not None or row["routes_offered"] is not None):
+        return "it holds values that its chain format version 1 does not cover"
     return None
 
 

@@ -47,6 +47,9 @@ class AuditRecord(BaseModel):
     # The obligations of a permit ([] for none); None on rows of chain format 1,
     # written before obligations were recorded.
     obligations: list[RecordedObligation] | None
+    # The kinds of lawful route a deny offered (consent, break-glass, ...; [] for none): a
+    # route is not a disclosure, its offer is recorded. None on rows of chain format 1.
+    routes_offered: list[str] | None
 
 
 RECORDED_COLUMNS = tuple(AuditRecord.model_fields)

@@ -169,11 +169,11 @@ def spreadsheet_safe(value: object) -> object:
 
 
 def _csv_cell(value: object) -> object:
-    """One CSV cell: nothing for null, obligations as `field=mask` joined by `;`."""
+    """One CSV cell: nothing for null; a list joined by `;`, obligations as `field=mask`."""
     if value is None:
         return ""
     if isinstance(value, list):
-        return ";".join(f"{o['field']}={o['mask']}" for o in value)
+        return ";".join(f"{o['field']}={o['mask']}" if isinstance(o, dict) else o for o in value)
     return spreadsheet_safe(value)
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-from app.decision.reasons import ReasonCode
-from app.policy.agreements import Agreement, Obligation
-from app.policy.compiler import CompiledPolicy, Stage
+from app.decision.reasons import ReasonCode, RouteKind
+from app.policy.agreements import Agreement, Obligation, SubjectCondition
+from app.policy.compiler import CompiledPolicy, Stage, compile_policy
 from app.policy.lines import CasbinRequest, PolicyLine, casbin_time
-from app.policy.register import NO_ENTRIES, PersonRegister
+from app.policy.register import NO_ENTRIES, Consent, PersonRegister, Scope
 
 DENY_STAGES = (
     ReasonCode.NO_AGREEMENT,
@@ -61,6 +61,7 @@ class Decision:
     obligations: tuple[Obligation, ...] = ()
     break_glass: bool = False
     overridden_objection_id: str | None = None  # the objection a break-glass permit overrode
+    routes: tuple[Route, ...] = ()  # a deny's lawful routes (lawful_routes)
 
     @property
     def outcome(self) -> str:
@@ -94,13 +95,17 @@ def decide(
     """The one way Accord decides: every question of a request, on one policy, at `now`.
 
     Single and batch decisions, simulations and `accord policy test` all call it.
-    The enforcer and the memo are a replica's mutable parts for this policy
-    (app/runtime/); without a memo nothing is remembered.
+    A deny carries its lawful routes. The enforcer and the memo are a replica's
+    mutable parts for this policy (app/runtime/); without a memo nothing is remembered.
     """
-    return [
-        evaluate(policy, question, facts, now, enforcer=enforcer, memo=memo)
-        for question in questions
-    ]
+    decisions = []
+    for question in questions:
+        decision = evaluate(policy, question, facts, now, enforcer=enforcer, memo=memo)
+        if not decision.permit:
+            routes = lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
+            decision = replace(decision, routes=routes)
+        decisions.append(decision)
+    return decisions
 
 
 def evaluate(
@@ -336,3 +341,176 @@ def _stage_reached(
     if not any(grant.subject.holds(facts.age) for grant in for_field):
         return 4
     return 5
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: RouteKind
+    agreement_id: str
+    agreement_version: int
+    message: str
+    status: str | None = None  # agreement-not-in-force: the agreement's status
+    valid_from: date | None = None  # agreement-not-in-force: when it is in force
+    valid_until: date | None = None
+    min_age: int | None = None  # subject-condition: the grant's bounds
+    max_age: int | None = None
+    age_unknown: bool = False  # subject-condition: the person's age was not known
+
+
+# The id of the consent a consent route supposes the person gave.
+SUPPOSED_CONSENT = "route:supposed-consent"
+
+
+def lawful_routes(
+    policy: CompiledPolicy,
+    question: Question,
+    facts: PersonFacts,
+    now: datetime,
+    *,
+    enforcer: Enforcer,
+    memo: Memo | None = None,
+) -> tuple[Route, ...]:
+    """The ways this denied question would be permitted, each found by asking the same
+    evaluator a changed question about the same parties, person and register: in an
+    emergency; with the person's consent; at an age within a grant's bounds; with an
+    agreement between the parties that is not in force (a draft, suspended, expired or
+    not yet valid) in force. A change the person's restrictions still deny offers no
+    route, so a seal never has one."""
+
+    def ask(changed: Question, with_facts: PersonFacts) -> Decision:
+        return evaluate(policy, changed, with_facts, now, enforcer=enforcer, memo=memo)
+
+    routes: list[Route] = []
+    if not question.emergency:
+        answer = ask(replace(question, emergency=True), facts)
+        if answer.permit:
+            routes.append(
+                _route(
+                    RouteKind.BREAK_GLASS,
+                    answer,
+                    "in an emergency, with a justification, the break-glass block of {} "
+                    "permits it; it is flagged for review",
+                )
+            )
+    consent = Consent(
+        SUPPOSED_CONSENT,
+        question.person_id,
+        Scope((question.requester,), (question.field,), (question.purpose,)),
+        (casbin_time(now), casbin_time(None)),
+    )
+    register = replace(facts.register, consents=(*facts.register.consents, consent))
+    answer = ask(question, replace(facts, register=register))
+    if answer.permit and answer.consent_id == SUPPOSED_CONSENT:
+        routes.append(
+            _route(
+                RouteKind.CONSENT,
+                answer,
+                f"{{}} permits it with the person's consent to {question.requester} for "
+                f"{question.purpose}; none is recorded",
+            )
+        )
+    for bounds in _age_bounds(policy, question, facts):
+        age = bounds.min_age if bounds.min_age is not None else bounds.max_age
+        answer = ask(question, replace(facts, age=age, info_unavailable=False))
+        if answer.permit and not answer.break_glass:
+            known = "unknown" if facts.age is None else str(facts.age)
+            routes.append(
+                replace(
+                    _route(
+                        RouteKind.SUBJECT_CONDITION,
+                        answer,
+                        f"{{}} permits it for a person {_age_range(bounds)}; "
+                        f"the person's age is {known}",
+                    ),
+                    min_age=bounds.min_age,
+                    max_age=bounds.max_age,
+                    age_unknown=facts.age is None,
+                )
+            )
+    return (*routes, *_dormant_routes(policy, question, facts, now, enforcer))
+
+
+def _route(kind: RouteKind, answer: Decision, message: str) -> Route:
+    """A route to the permit `answer`; `message` names its agreement with `{}`."""
+    assert answer.agreement_id is not None and answer.agreement_version is not None
+    name = f"{answer.agreement_id} v{answer.agreement_version}"
+    return Route(kind, answer.agreement_id, answer.agreement_version, message.format(name))
+
+
+def _age_bounds(
+    policy: CompiledPolicy, question: Question, facts: PersonFacts
+) -> list[SubjectCondition]:
+    """The age bounds of the grants between the parties that cover the question (a
+    category: any of its fields) and that the person's age does not meet."""
+    fields, purposes = policy.vocabulary.fields, policy.vocabulary.purposes
+    asked = fields.descendants[question.field] | fields.lineage[question.field]
+    found: dict[SubjectCondition, None] = {}
+    for agreement in policy.agreements_by_pair.get((question.requester, question.holder), ()):
+        for grant in agreement.grants:
+            bounds = grant.subject
+            if (
+                (bounds.min_age is not None or bounds.max_age is not None)
+                and not bounds.holds(facts.age)
+                and not asked.isdisjoint(grant.fields)
+                and any(purposes.covers(p, question.purpose) for p in grant.purposes)
+            ):
+                found[bounds] = None
+    return list(found)
+
+
+def _age_range(bounds: SubjectCondition) -> str:
+    if bounds.min_age is not None and bounds.max_age is not None:
+        return f"aged {bounds.min_age} to {bounds.max_age}"
+    if bounds.min_age is not None:
+        return f"aged {bounds.min_age} or over"
+    return f"aged {bounds.max_age} or under"
+
+
+def _dormant_routes(
+    policy: CompiledPolicy,
+    question: Question,
+    facts: PersonFacts,
+    now: datetime,
+    enforcer: Enforcer,
+) -> list[Route]:
+    """A route per agreement between the parties that is not in force (and not revoked)
+    and would permit the question if it were: the same evaluator, on a policy of that
+    agreement alone, made active and in force today."""
+    today = now.date()
+    routes = []
+    for agreement in policy.agreements_by_pair.get((question.requester, question.holder), ()):
+        if agreement.in_force(today) or agreement.status == "revoked":
+            continue
+        in_force = replace(
+            agreement,
+            status="active",
+            valid_from=min(agreement.valid_from, today),
+            valid_until=max(agreement.valid_until, today + timedelta(days=1)),
+        )
+        alone = compile_policy(
+            revision=policy.revision,
+            vocabulary=policy.vocabulary,
+            agreements=[in_force],
+            model_text=policy.model_text,
+        )
+        answer = evaluate(alone, question, facts, now, enforcer=enforcer)
+        if not answer.permit or answer.break_glass:
+            continue
+        name = f"{agreement.id} v{agreement.version}"
+        why = (
+            f"it is {agreement.status}"
+            if agreement.status != "active"
+            else f"it is in force only from {agreement.valid_from} until {agreement.valid_until}"
+        )
+        routes.append(
+            Route(
+                RouteKind.AGREEMENT_NOT_IN_FORCE,
+                agreement.id,
+                agreement.version,
+                f"{name} would permit it, but {why}",
+                status=agreement.status,
+                valid_from=agreement.valid_from,
+                valid_until=agreement.valid_until,
+            )
+        )
+    return routes

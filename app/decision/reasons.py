@@ -1,4 +1,5 @@
-"""The reason codes a decision carries: one enum for the engine, the API and the audit.
+"""The reason codes a decision carries, and the kinds of lawful route a deny offers: one
+enum each for the engine, the API and the audit.
 
 Pure (no web or database imports), so the engine may use it. A StrEnum: each
 code is its text, in JSON, in the audit table and in the hash chain alike.
@@ -25,3 +26,12 @@ class ReasonCode(StrEnum):
     FIELD_NOT_COVERED = "field-not-covered"
     SUBJECT_CONDITION_NOT_MET = "subject-condition-not-met"
     CONSENT_REQUIRED = "consent-required"
+
+
+class RouteKind(StrEnum):
+    """A way a denied question could lawfully be permitted between the same parties."""
+
+    CONSENT = "consent"
+    BREAK_GLASS = "break-glass"
+    AGREEMENT_NOT_IN_FORCE = "agreement-not-in-force"
+    SUBJECT_CONDITION = "subject-condition"

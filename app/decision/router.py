@@ -77,6 +77,7 @@ def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dic
         "decision": decision.outcome,
         "reasons": reasons,
         "obligations": [{"field": o.field, "mask": o.mask} for o in decision.obligations],
+        "routes": [vars(route) for route in decision.routes],
         "break_glass": decision.break_glass,
         "policy_revision": answer.policy_revision,
         "decided_at": answer.decided_at,

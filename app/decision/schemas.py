@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.decision.reasons import ReasonCode
+from app.decision.reasons import ReasonCode, RouteKind
 from app.types import MAX_BATCH_FIELDS, LongText, PersonId, ShortText, VocabularyName
 
 
@@ -101,12 +101,52 @@ class ObligationOut(BaseModel):
     mask: str
 
 
+class RouteOut(BaseModel):
+    """A lawful way the same question between the same parties could be permitted."""
+
+    kind: RouteKind = Field(
+        description="consent: a grant needs the person's consent and none is live; "
+        "break-glass: an emergency with a justification would be permitted; "
+        "agreement-not-in-force: an agreement that would cover it is a draft, suspended, "
+        "expired or not yet valid; subject-condition: a grant's age bounds"
+    )
+    agreement_id: str
+    agreement_version: int
+    message: str
+    status: str | None = Field(default=None, description="agreement-not-in-force: its status")
+    valid_from: date | None = Field(default=None, description="agreement-not-in-force")
+    valid_until: date | None = Field(default=None, description="agreement-not-in-force")
+    min_age: int | None = Field(default=None, description="subject-condition: the bounds")
+    max_age: int | None = None
+    age_unknown: bool = Field(
+        default=False, description="subject-condition: the person's age was not known"
+    )
+
+
 class DecisionOut(BaseModel):
     decision_id: str | None = Field(description="The audit row's id (null in a simulation)")
     field: str
     decision: Literal["permit", "deny"]
     reasons: list[Reason]
     obligations: list[ObligationOut]
+    routes: list[RouteOut] = Field(
+        description="On a deny, the lawful routes to a permit (none that a restriction on "
+        "the person forbids); empty on a permit. Not a disclosure: ask again the changed "
+        "question before sharing",
+        json_schema_extra={
+            "examples": [
+                [
+                    {
+                        "kind": "consent",
+                        "agreement_id": "isa-blackpool-early-help",
+                        "agreement_version": 1,
+                        "message": "isa-blackpool-early-help v1 permits it with the person's "
+                        "consent to la.blackpool.early-help for early-help; none is recorded",
+                    }
+                ]
+            ]
+        },
+    )
     break_glass: bool
     policy_revision: int
     decided_at: datetime

@@ -112,6 +112,7 @@ def _audit_record(
         case_ref=context.case_ref,
         policy_revision=answer.policy_revision,
         obligations=[{"field": o.field, "mask": o.mask} for o in decision.obligations],
+        routes_offered=[route.kind.value for route in decision.routes],
     )
 
 

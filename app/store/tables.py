@@ -204,6 +204,7 @@ class AuditDecision(Base):
     case_ref: Mapped[str | None] = mapped_column(String(128))
     policy_revision: Mapped[int] = mapped_column(Integer)
     obligations: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
+    routes_offered: Mapped[list[str] | None] = mapped_column(JSON)
     # Which columns row_hash covers (app/audit/chain.py): 1 before obligations were recorded.
     chain_version: Mapped[int] = mapped_column(Integer, server_default="1")
     prev_hash: Mapped[str] = mapped_column(String(64))

@@ -65,6 +65,8 @@ __all__ = [
     "Question",
     "Reason",
     "RequestTooLarge",
+    "Route",
+    "TooManyRequests",
     "Unauthenticated",
     "Unavailable",
     "UnexpectedAnswer",
@@ -106,6 +108,24 @@ class Obligation(_Answer):
     mask: str
 
 
+class Route(_Answer):
+    """A lawful way a denied question could be permitted between the same parties:
+    `consent`, `break-glass`, `agreement-not-in-force` or `subject-condition`. Not a
+    permission: the changed question must be asked (and permitted) before anything is
+    shown."""
+
+    kind: str
+    agreement_id: str
+    agreement_version: int
+    message: str
+    status: str | None = None
+    valid_from: date | None = None
+    valid_until: date | None = None
+    min_age: int | None = None
+    max_age: int | None = None
+    age_unknown: bool = False
+
+
 class Decision(_Answer):
     """One field's decision, as `POST /v1/decisions` answers it."""
 
@@ -114,6 +134,7 @@ class Decision(_Answer):
     decision: Literal["permit", "deny"]
     reasons: tuple[Reason, ...] = Field(min_length=1)
     obligations: tuple[Obligation, ...]
+    routes: tuple[Route, ...] = ()  # a deny's lawful routes (an older Accord sends none)
     break_glass: bool
     policy_revision: int
     decided_at: datetime
@@ -215,6 +236,15 @@ class RequestTooLarge(AccordError):
     """413: the body is over Accord's limit; ask for fewer fields at once."""
 
 
+class TooManyRequests(AccordError):
+    """429: this client is over its rate or concurrency limit; nothing was decided.
+    `retry_after` is how many seconds Accord asked it to wait (None if it did not say)."""
+
+    def __init__(self, *, retry_after: int | None, **problem: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(**problem)
+
+
 class Unavailable(AccordError):
     """503 (or a proxy's 502/504): Accord could not decide, e.g. it could not record the
     decision in its audit table. Never retried by this client."""
@@ -243,6 +273,7 @@ _ERROR_BY_STATUS: dict[int, type[AccordError]] = {
     401: Unauthenticated,
     403: Forbidden,
     413: RequestTooLarge,
+    429: TooManyRequests,
     502: Unavailable,  # a load balancer with no replica behind it
     503: Unavailable,
     504: Unavailable,
@@ -263,16 +294,19 @@ def _error_from(response: httpx.Response) -> AccordError:
     except ValidationError:
         problem = _Problem()
     text = " ".join(response.text.split())[:200] if not members else ""
-    error = _ERROR_BY_STATUS.get(response.status_code, AccordError)
-    return error(
-        status=response.status_code,
-        title=problem.title or response.reason_phrase or "Error",
-        detail=problem.detail or text or "(no detail)",
-        type=problem.type,
-        invalid_params=problem.invalid_params,
-        problem=members,
-        request_id=response.headers.get("x-request-id"),
-    )
+    fields: dict[str, Any] = {
+        "status": response.status_code,
+        "title": problem.title or response.reason_phrase or "Error",
+        "detail": problem.detail or text or "(no detail)",
+        "type": problem.type,
+        "invalid_params": problem.invalid_params,
+        "problem": members,
+        "request_id": response.headers.get("x-request-id"),
+    }
+    if response.status_code == 429:
+        wait = response.headers.get("retry-after", "")
+        return TooManyRequests(retry_after=int(wait) if wait.isdigit() else None, **fields)
+    return _ERROR_BY_STATUS.get(response.status_code, AccordError)(**fields)
 
 
 # -- What is asked --------------------------------------------------------------
@@ -500,6 +534,11 @@ class AccordClient(_AccordBase):
         """The fields Accord permits, out of those asked for, in one batch call."""
         return self._send(self._allowed_fields(fields, question))
 
+    def why_not(self, *, field: str, **question: Unpack[Question]) -> tuple[Route, ...]:
+        """Ask for one field (a decision, recorded as any is) and return the lawful routes
+        to a permit if it is denied; () if it is permitted or no route exists."""
+        return self._send(self._decide(field, question)).routes
+
     def simulate(
         self,
         *,
@@ -566,6 +605,11 @@ class AsyncAccordClient(_AccordBase):
     ) -> frozenset[str]:
         """The fields Accord permits, out of those asked for, in one batch call."""
         return await self._send(self._allowed_fields(fields, question))
+
+    async def why_not(self, *, field: str, **question: Unpack[Question]) -> tuple[Route, ...]:
+        """Ask for one field (a decision, recorded as any is) and return the lawful routes
+        to a permit if it is denied; () if it is permitted or no route exists."""
+        return (await self._send(self._decide(field, question))).routes
 
     async def simulate(
         self,
