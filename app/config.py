@@ -71,7 +71,8 @@ class Settings(BaseSettings):
         default=2,
         ge=1,
         le=64,
-        description="Simulations of a draft compiled at once, each in a thread off the event loop",
+        description="Simulations of a draft and access plans worked out at once, each in a "
+        "thread off the event loop",
     )
     client_rate_per_second: float = Field(
         default=1000,

@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             person_info=person_info,
             max_fields=settings.max_batch_fields,
             clock=clock,
-            simulations=asyncio.Semaphore(settings.max_concurrent_simulations),
+            offloaded=asyncio.Semaphore(settings.max_concurrent_simulations),
         )
         writer.start()
         try:

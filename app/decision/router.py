@@ -10,14 +10,21 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.decision import service
+from app.decision.plans import Plan, PlannedField
 from app.decision.reasons import ReasonCode
 from app.decision.schemas import (
     BatchDecisionOut,
     BatchDecisionRequest,
     DecisionOut,
     DecisionRequest,
+    HolderPlanOut,
+    PlannedFieldOut,
+    PlanOut,
+    PlanRequest,
+    RegisterEntryOut,
 )
 from app.policy.document import ReceivedDocument
+from app.policy.register import Consent
 from app.web.auth import Decider, Overseer
 from app.web.deps import Decisions, RequestId
 from app.web.problems import Problem
@@ -135,3 +142,57 @@ async def simulate(
     """Evaluate a request, optionally with a draft agreement in force; record nothing."""
     answer = await decisions.simulate(body.request, draft=body.agreement)
     return _json(_batch(answer, simulation=True))
+
+
+def _planned(fields: list[PlannedField]) -> list[PlannedFieldOut]:
+    return [
+        PlannedFieldOut(
+            field=planned.field,
+            agreement_id=planned.agreement_id,
+            agreement_version=planned.agreement_version,
+            obligations=[{"field": o.field, "mask": o.mask} for o in planned.obligations],
+            min_age=planned.min_age,
+            max_age=planned.max_age,
+        )
+        for planned in fields
+    ]
+
+
+def _plan_out(made: Plan, person_id: str | None, revision: int) -> PlanOut:
+    return PlanOut(
+        requester=made.requester,
+        purpose=made.purpose,
+        person_id=person_id,
+        holders=[
+            HolderPlanOut(
+                holder=holder.holder,
+                permitted=_planned(holder.permitted),
+                with_consent=_planned(holder.with_consent),
+                within_age_bounds=_planned(holder.within_age_bounds),
+                break_glass_only=_planned(holder.break_glass_only),
+            )
+            for holder in made.holders
+        ],
+        register=[
+            RegisterEntryOut(
+                id=entry.id,
+                kind="consent" if isinstance(entry, Consent) else entry.kind,
+                recipients=None if entry.scope.recipients is None else [*entry.scope.recipients],
+                fields=None if entry.scope.fields is None else [*entry.scope.fields],
+                purposes=None if entry.scope.purposes is None else [*entry.scope.purposes],
+                until=entry.window[1],
+            )
+            for entry in made.register
+        ],
+        policy_revision=revision,
+    )
+
+
+@router.post("/v1/plans", responses=ERRORS)
+async def access_plan(body: PlanRequest, caller: Decider, decisions: Decisions) -> PlanOut:
+    """Which fields the requester may have from each holder for this purpose: outright, with
+    consent, within age bounds, or by break-glass only (like Cerbos's PlanResources). A
+    partner screen uses it to know which sections to ask for; it records nothing, and the
+    decision API is still what a partner calls before it discloses."""
+    made, revision = await decisions.plan(body, caller=caller)
+    return _plan_out(made, body.subject.id, revision)

@@ -157,3 +157,67 @@ class BatchDecisionOut(BaseModel):
     permitted: list[str] = Field(description="The fields permitted, in request order")
     policy_revision: int
     decided_at: datetime
+
+
+class PlanSubject(Strict):
+    id: PersonId | None = Field(
+        default=None, description="A person: their register entries take part and are listed"
+    )
+    attributes: SubjectAttributes = Field(default_factory=SubjectAttributes)
+
+
+class PlanRequest(Strict):
+    requester: VocabularyName = Field(description="The agency that would ask")
+    purpose: VocabularyName
+    holder: VocabularyName | None = Field(
+        default=None, description="One holder; omitted: every holder an agreement names"
+    )
+    subject: PlanSubject = Field(
+        default_factory=PlanSubject,
+        description="Optionally a person's attributes (age) and id; omitted: anyone, age unknown",
+    )
+
+
+class PlannedFieldOut(BaseModel):
+    field: str
+    agreement_id: str
+    agreement_version: int
+    obligations: list[ObligationOut] = Field(default_factory=list)
+    min_age: int | None = Field(default=None, description="within_age_bounds: the bounds")
+    max_age: int | None = None
+
+
+class HolderPlanOut(BaseModel):
+    holder: str
+    permitted: list[PlannedFieldOut] = Field(description="Permitted now, outright")
+    with_consent: list[PlannedFieldOut] = Field(
+        description="Permitted only with the person's consent, which is not recorded"
+    )
+    within_age_bounds: list[PlannedFieldOut] = Field(
+        description="Permitted only for a person within a grant's age bounds"
+    )
+    break_glass_only: list[PlannedFieldOut] = Field(
+        description="Reachable only in an emergency, with a justification (reviewed)"
+    )
+
+
+class RegisterEntryOut(BaseModel):
+    id: str
+    kind: Literal["sealed", "objection", "consent"]
+    recipients: list[str] | None
+    fields: list[str] | None
+    purposes: list[str] | None
+    until: str = Field(description="When it lapses (UTC), 9999-... for never")
+
+
+class PlanOut(BaseModel):
+    """Which sections a partner screen may ask for: not a decision, and nothing is recorded."""
+
+    requester: str
+    purpose: str
+    person_id: str | None
+    holders: list[HolderPlanOut]
+    register: list[RegisterEntryOut] = Field(
+        description="The person's register entries that bear on this requester and purpose"
+    )
+    policy_revision: int

@@ -18,9 +18,13 @@ from app.audit.record import AuditRecord
 from app.audit.writer import AuditWriter
 from app.decision.engine import Decision, decide
 from app.decision.facts import PersonInfoService, person_facts
+from app.decision.plans import NO_PERSON, Plan, holders_for, make_plan
+from app.decision.schemas import PlanRequest, Subject
 from app.decision.validate import AnyDecisionRequest, validated_questions
+from app.errors import InvalidRequest
 from app.policy.agreements import parse_agreement
 from app.policy.compiler import CompiledPolicy, compile_policy
+from app.policy.register import NO_ENTRIES
 from app.runtime.callers import Caller
 from app.runtime.clock import Clock
 from app.runtime.ids import new_uuid
@@ -126,9 +130,10 @@ class DecisionService:
     person_info: PersonInfoService | None
     max_fields: int
     clock: Clock
-    # Compiling a draft for a simulation is CPU work: it runs in a thread, at most
-    # this many at once, so decisions on the event loop never wait behind it.
-    simulations: asyncio.Semaphore
+    # Compiling a draft for a simulation, and evaluating a plan's every field, is CPU
+    # work: it runs in a thread, at most this many at once, so decisions on the event
+    # loop never wait behind it.
+    offloaded: asyncio.Semaphore
 
     async def decide(
         self, request: AnyDecisionRequest, *, caller: Caller, request_id: str
@@ -165,7 +170,7 @@ class DecisionService:
         """
         snapshot = self.live.snapshot
         if draft is not None:
-            async with self.simulations:
+            async with self.offloaded:
                 snapshot = await asyncio.to_thread(_with_draft, snapshot.policy, draft)
         return await _evaluate_request(
             request,
@@ -176,6 +181,49 @@ class DecisionService:
             now=self.clock.now(),
             decider=None,
         )
+
+    async def plan(self, request: PlanRequest, *, caller: Caller) -> tuple[Plan, int]:
+        """The plan for a requester and purpose (and optionally a holder and a person), with
+        the policy revision it was made on. Records nothing."""
+        snapshot = self.live.snapshot
+        policy = snapshot.policy
+        for location, name, known in (
+            ("requester", request.requester, policy.vocabulary.agencies),
+            ("holder", request.holder, policy.vocabulary.agencies),
+            ("purpose", request.purpose, policy.vocabulary.purposes),
+        ):
+            if name is not None and name not in known:
+                raise InvalidRequest(location, f"'{name}' is not in the vocabulary")
+        caller.check_may_decide(
+            requester=request.requester, holder=request.holder or request.requester
+        )
+        holders = [request.holder] if request.holder else holders_for(policy, request.requester)
+        now = self.clock.now()
+        person = request.subject
+        subject = Subject.model_construct(id=person.id or NO_PERSON, attributes=person.attributes)
+        facts = await person_facts(
+            subject,
+            now.date(),
+            register=self.register.entries(person.id) if person.id else NO_ENTRIES,
+            needs_age=person.id is not None
+            and any(
+                (request.requester, holder) in policy.age_conditioned_pairs for holder in holders
+            ),
+            person_info=self.person_info,
+        )
+        async with self.offloaded:
+            made = await asyncio.to_thread(
+                make_plan,
+                policy,
+                requester=request.requester,
+                purpose=request.purpose,
+                holders=holders,
+                facts=facts,
+                now=now,
+                enforcer=snapshot.enforcer,
+                memo=snapshot.memo,
+            )
+        return made, policy.revision
 
 
 def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> PolicySnapshot:
