@@ -143,3 +143,8 @@ def daily_counts(
         .order_by("day")
     )
     return [(str(d), str(decision), int(n)) for d, decision, n in session.execute(query)]
+
+
+def count_decisions(session: Session, *, where: AuditFilter) -> int:
+    """How many rows match."""
+    return int(session.scalar(where.apply(select(func.count()).select_from(AuditDecision))) or 0)

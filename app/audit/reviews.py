@@ -24,6 +24,7 @@ from app.store.tables import AuditDecision, BreakGlassReview
 
 log = structlog.get_logger(__name__)
 Outcome = Literal["justified", "not-justified"]
+QueueStatus = Literal["pending", "reviewed", "all"]
 
 
 @dataclass(frozen=True)
@@ -38,21 +39,19 @@ def _break_glass_permits() -> ColumnElement[bool]:
 
 
 def review_queue(
-    session: Session, *, pending_only: bool, overdue_after: timedelta, limit: int, now: datetime
+    session: Session, *, status: QueueStatus, overdue_after: timedelta, limit: int, now: datetime
 ) -> list[QueueEntry]:
-    """Break-glass permits, oldest first, with their reviews."""
+    """Break-glass permits with their reviews: those awaiting review or all, oldest first
+    (a queue), or those reviewed, newest first (a history)."""
     reviewed = select(BreakGlassReview.decision_id)
     query = select(AuditDecision).where(_break_glass_permits())
-    if pending_only:
+    if status == "pending":
         query = query.where(AuditDecision.decision_id.not_in(reviewed))
-    rows = list(session.scalars(query.order_by(AuditDecision.seq).limit(limit)))
-    reviews: dict[str, list[BreakGlassReview]] = {row.decision_id: [] for row in rows}
-    for review in session.scalars(
-        select(BreakGlassReview)
-        .where(BreakGlassReview.decision_id.in_(list(reviews)))
-        .order_by(BreakGlassReview.id)
-    ):
-        reviews[review.decision_id].append(review)
+    elif status == "reviewed":
+        query = query.where(AuditDecision.decision_id.in_(reviewed))
+    order = AuditDecision.seq.desc() if status == "reviewed" else AuditDecision.seq.asc()
+    rows = list(session.scalars(query.order_by(order).limit(limit)))
+    reviews = reviews_of(session, [row.decision_id for row in rows])
     cutoff = now - overdue_after
     return [
         QueueEntry(
@@ -62,6 +61,18 @@ def review_queue(
         )
         for row in rows
     ]
+
+
+def reviews_of(session: Session, decision_ids: list[str]) -> dict[str, list[BreakGlassReview]]:
+    """The reviews of each decision named, oldest first ([] for one with none)."""
+    found: dict[str, list[BreakGlassReview]] = {decision_id: [] for decision_id in decision_ids}
+    for review in session.scalars(
+        select(BreakGlassReview)
+        .where(BreakGlassReview.decision_id.in_(decision_ids))
+        .order_by(BreakGlassReview.id)
+    ):
+        found[review.decision_id].append(review)
+    return found
 
 
 def record_review(

@@ -236,6 +236,8 @@ class DisclosureOut(_NamesOverriddenObjection):
     field: str
     decision: Literal["permit", "deny"]
     reason: ReasonCode
+    agreement_id: str | None
+    agreement_version: int | None
     restriction_id: str | None
     break_glass: bool
     user_ref: str | None
@@ -334,13 +336,14 @@ def break_glass_queue(
     caller: Auditor,
     settings: AppSettings,
     now: Now,
-    status: Annotated[Literal["pending", "all"], Query()] = "pending",
+    status: Annotated[reviews.QueueStatus, Query()] = "pending",
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[QueueEntryOut]:
-    """Break-glass permits, oldest first: those awaiting review, or all with their reviews."""
+    """Break-glass permits with their reviews: those awaiting review (`pending`) or `all`,
+    oldest first, or those `reviewed`, newest first."""
     entries = reviews.review_queue(
         session,
-        pending_only=status == "pending",
+        status=status,
         overdue_after=timedelta(days=settings.break_glass_review_days),
         limit=limit,
         now=now,

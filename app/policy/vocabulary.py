@@ -33,9 +33,12 @@ class Tree:
     descendants: Mapping[str, frozenset[str]]  # a name and every name below it
     lineage: Mapping[str, frozenset[str]]  # a name and every name above it
     leaves_below: Mapping[str, tuple[str, ...]]  # the leaves at or under a name, in order
+    titles: Mapping[str, str] = field(default_factory=dict)  # display names, where given
 
     @classmethod
-    def of(cls, names: Iterable[str], catalogue: str) -> Tree:
+    def of(
+        cls, names: Iterable[str], catalogue: str, titles: Mapping[str, str] | None = None
+    ) -> Tree:
         ordered = tuple(names)
         known = set(ordered)
         if len(known) != len(ordered):
@@ -58,6 +61,7 @@ class Tree:
             leaves_below={
                 name: tuple(leaf for leaf in leaves if leaf in below[name]) for name in ordered
             },
+            titles=dict(titles or {}),
         )
 
     def __contains__(self, name: object) -> bool:
@@ -97,6 +101,11 @@ class Vocabulary:
         return frozenset(self.field_classes[name] for name in self.fields.descendants[field_name])
 
 
+def _titles(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The display names of the entries that give one (`name`)."""
+    return {str(entry["id"]): str(entry["name"]) for entry in entries if "name" in entry}
+
+
 def parse_vocabulary(document: Mapping[str, Any]) -> Vocabulary:
     """Build a Vocabulary from its YAML document, refusing anything malformed."""
     try:
@@ -108,9 +117,14 @@ def parse_vocabulary(document: Mapping[str, Any]) -> Vocabulary:
             )
             for entry in document["agencies"]
         }
-        purposes = Tree.of((str(entry["id"]) for entry in document["purposes"]), "purposes")
+        purpose_entries = list(document["purposes"])
+        purposes = Tree.of(
+            (str(entry["id"]) for entry in purpose_entries), "purposes", _titles(purpose_entries)
+        )
         field_entries = list(document["fields"])
-        fields = Tree.of((str(entry["id"]) for entry in field_entries), "fields")
+        fields = Tree.of(
+            (str(entry["id"]) for entry in field_entries), "fields", _titles(field_entries)
+        )
     except (KeyError, TypeError) as exc:
         raise VocabularyError(f"vocabulary: missing or malformed entry ({exc})") from exc
 
