@@ -2,8 +2,8 @@
 
     python -m bench.all          # or: make bench (a quarter of an hour or more)
 
-Runs the engine, HTTP (SQLite, then PostgreSQL), audit-commit and register
-(1,000,000 entries, both backends) benchmarks one after another, keeps each
+Runs the engine, HTTP (SQLite, then PostgreSQL), audit-commit, register
+(1,000,000 entries, both backends) and impact-report benchmarks one after another, keeps each
 one's output in var/bench/, writes all their JSON to var/bench/results.json
 and prints the targets table that docs/performance.md records. The 10-million-row audit benchmark
 (bench.audit_scale) and the soak (bench.soak) take much longer and run apart.
@@ -28,6 +28,7 @@ RUNS = {
     "http_postgresql": ["bench.http", "--backend", "postgresql", "--seconds", "8"],
     "audit_commit": ["bench.audit_commit"],
     "register": ["bench.register", "--entries", "1000000"],
+    "impact": ["bench.impact"],
 }
 
 
@@ -100,6 +101,19 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             f"{audit['group_speedup']}x the decisions/s; fsyncs per 1,000: "
             f"{group['fsyncs_per_1000']} vs {single['fsyncs_per_1000']}",
             audit["group_speedup"] > 1,
+        )
+    )
+    impact = results["impact"]["impact"]
+    rows.append(
+        (
+            f"an impact report on {impact['agreements']:,} agreements ≤ 2 s",
+            ", ".join(
+                f"{a['action']} p50 {a['p50_s']} s (max {a['max_s']})" for a in impact["actions"]
+            )
+            + "; the whole vocabulary finds the same: "
+            + ("yes" if all(c["same"] for c in impact["whole_vocabulary_checks"]) else "NO"),
+            impact["worst_seconds"] <= 2
+            and all(c["same"] for c in impact["whole_vocabulary_checks"]),
         )
     )
     return [*rows, *register_targets(results["register"])]

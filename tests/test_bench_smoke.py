@@ -75,3 +75,15 @@ def test_register_benchmark_imports_loads_writes_and_decides() -> None:
     assert row["persons"] > 0 and row["replica_ready_s"] > 0 and row["rss_ready_mib"] > 0
     assert row["write_p99_ms"] >= row["write_p50_ms"] > 0
     assert isinstance(engine, dict) and engine["registered_p50_us_500"] > 0
+
+
+def test_impact_benchmark_times_each_action_and_checks_the_whole_vocabulary() -> None:
+    figures = _last_json_line("bench.impact", "--agreements", "40", "--changes", "1")["impact"]
+    assert isinstance(figures, dict)
+    assert [row["action"] for row in figures["actions"]] == [
+        "activate",
+        "suspend",
+        "revoke",
+        "version",
+    ]
+    assert all(check["same"] for check in figures["whole_vocabulary_checks"])

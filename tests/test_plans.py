@@ -96,7 +96,7 @@ def test_a_persons_register_entries_are_listed_and_a_seal_is_in_no_list(
     [holder] = plan["holders"]
     listed = {item["field"] for place in ("permitted", *PLACES) for item in holder[place]}
     assert "contact.address" not in listed and "contact.phone" in listed
-    assert [(entry["id"], entry["kind"]) for entry in plan["register"]] == [
+    assert [(entry["id"], entry["kind"]) for entry in plan["register_entries"]] == [
         ("r-sealed-address", "sealed")
     ]
     assert plan["person_id"] == "P-102" and plan["policy_revision"] >= 1

@@ -69,6 +69,16 @@ class Decision:
         return "permit" if self.permit else "deny"
 
 
+@dataclass(frozen=True)
+class LeafTrace:
+    """What the evaluator saw for one leaf field: Casbin's candidate lines, in stage order,
+    and the line that decided (None: no line matched, the model's default deny)."""
+
+    field: str
+    lines: tuple[PolicyLine, ...]
+    deciding: PolicyLine | None
+
+
 class Enforcer(Protocol):
     """Casbin over a question's candidate lines: its answer and the line that decided."""
 
@@ -91,16 +101,29 @@ def decide(
     *,
     enforcer: Enforcer,
     memo: Memo | None = None,
+    trace: list[list[LeafTrace]] | None = None,
 ) -> list[Decision]:
     """The one way Accord decides: every question of a request, on one policy, at `now`.
 
     Single and batch decisions, simulations and `accord policy test` all call it.
     A deny carries its lawful routes. The enforcer and the memo are a replica's
     mutable parts for this policy (app/runtime/); without a memo nothing is remembered.
+    Given `trace`, one list per question is appended to it: the leaves evaluated
+    (the questions asked to find lawful routes are not traced).
     """
     decisions = []
     for question in questions:
-        decision = evaluate(policy, question, facts, now, enforcer=enforcer, memo=memo)
+        if trace is not None:
+            trace.append([])
+        decision = evaluate(
+            policy,
+            question,
+            facts,
+            now,
+            enforcer=enforcer,
+            memo=memo,
+            trace=None if trace is None else trace[-1],
+        )
         if not decision.permit:
             routes = lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
             decision = replace(decision, routes=routes)
@@ -116,15 +139,17 @@ def evaluate(
     *,
     enforcer: Enforcer,
     memo: Memo | None = None,
+    trace: list[LeafTrace] | None = None,
 ) -> Decision:
-    """Decide one field, or a category as all of its leaf fields (DESIGN.md)."""
+    """Decide one field, or a category as all of its leaf fields (DESIGN.md); given
+    `trace`, each leaf's candidate lines and deciding line are appended to it."""
     leaves = policy.vocabulary.fields.leaves_below[question.field]
     if leaves == (question.field,):
-        return _evaluate_leaf(policy, question, facts, now, enforcer, memo)
+        return _evaluate_leaf(policy, question, facts, now, enforcer, memo, trace)
     return _category(
         question.field,
         [
-            _evaluate_leaf(policy, replace(question, field=leaf), facts, now, enforcer, memo)
+            _evaluate_leaf(policy, replace(question, field=leaf), facts, now, enforcer, memo, trace)
             for leaf in leaves
         ],
     )
@@ -161,18 +186,20 @@ def _evaluate_leaf(
     now: datetime,
     enforcer: Enforcer,
     memo: Memo | None,
+    trace: list[LeafTrace] | None,
 ) -> Decision:
     """Decide one leaf field: deny overrides, default deny (DESIGN.md, Decision semantics).
 
     Answers about persons with no register entry are memoised per policy revision
     while no validity boundary passes; the key holds every input the answer
     depends on. A registered person's answer is made afresh: their few entries
-    are joined to the question's lines (CompiledPolicy.candidates).
+    are joined to the question's lines (CompiledPolicy.candidates). A traced
+    answer is made afresh too: a remembered one has no lines.
     """
     moment = casbin_time(now)
-    if memo is None or not facts.register.empty:
+    if memo is None or trace is not None or not facts.register.empty:
         # a registered person's entries change without a new policy revision
-        return _decide(policy, question, facts, now, moment, enforcer)
+        return _decide(policy, question, facts, now, moment, enforcer, trace)
     answers = memo.at(moment)
     key = (
         question.requester,
@@ -185,7 +212,7 @@ def _evaluate_leaf(
     )
     decision: Decision | None = answers.get(key)
     if decision is None:
-        decision = answers[key] = _decide(policy, question, facts, now, moment, enforcer)
+        decision = answers[key] = _decide(policy, question, facts, now, moment, enforcer, None)
     return decision
 
 
@@ -196,6 +223,7 @@ def _decide(
     now: datetime,
     moment: str,
     enforcer: Enforcer,
+    trace: list[LeafTrace] | None,
 ) -> Decision:
     lines, entry_sources = policy.candidates(
         requester=question.requester,
@@ -207,6 +235,8 @@ def _decide(
         register=facts.register,
     )
     if not lines:  # the model's default: with no line to match, Casbin denies
+        if trace is not None:
+            trace.append(LeafTrace(question.field, (), None))
         return _explain_deny(policy, question, facts, now)
     allowed, line = enforcer.enforce(
         lines,
@@ -221,6 +251,8 @@ def _decide(
             now=moment,
         ),
     )
+    if trace is not None:
+        trace.append(LeafTrace(question.field, tuple(lines), line))
     if line is None:
         return _explain_deny(policy, question, facts, now)
     source = policy.sources.get(line.source) or entry_sources[line.source]
@@ -369,13 +401,14 @@ def lawful_routes(
     *,
     enforcer: Enforcer,
     memo: Memo | None = None,
+    dormant: bool = True,
 ) -> tuple[Route, ...]:
     """The ways this denied question would be permitted, each found by asking the same
     evaluator a changed question about the same parties, person and register: in an
     emergency; with the person's consent; at an age within a grant's bounds; with an
     agreement between the parties that is not in force (a draft, suspended, expired or
-    not yet valid) in force. A change the person's restrictions still deny offers no
-    route, so a seal never has one."""
+    not yet valid) in force (unless not `dormant`: a plan asks what is possible now). A
+    change the person's restrictions still deny offers no route, so a seal never has one."""
 
     def ask(changed: Question, with_facts: PersonFacts) -> Decision:
         return evaluate(policy, changed, with_facts, now, enforcer=enforcer, memo=memo)
@@ -427,7 +460,9 @@ def lawful_routes(
                     age_unknown=facts.age is None,
                 )
             )
-    return (*routes, *_dormant_routes(policy, question, facts, now, enforcer))
+    if dormant:
+        routes += _dormant_routes(policy, question, facts, now, enforcer)
+    return tuple(routes)
 
 
 def _route(kind: RouteKind, answer: Decision, message: str) -> Route:

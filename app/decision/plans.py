@@ -74,12 +74,15 @@ def make_plan(
     now: datetime,
     enforcer: Enforcer,
     memo: Memo | None,
+    fields: Iterable[str] | None = None,
 ) -> Plan:
-    """Every leaf field of the vocabulary, for each holder, as the evaluator answers it."""
+    """Every leaf field of the vocabulary (or of `fields`), for each holder, as the
+    evaluator answers it."""
+    leaves = policy.vocabulary.fields.leaves() if fields is None else tuple(fields)
     plans = []
     for holder in holders:
         holder_plan = HolderPlan(holder)
-        for leaf in policy.vocabulary.fields.leaves():
+        for leaf in leaves:
             question = Question(requester, holder, facts.person_id, leaf, purpose)
             decision = evaluate(policy, question, facts, now, enforcer=enforcer, memo=memo)
             if decision.permit:
@@ -93,7 +96,9 @@ def make_plan(
                     )
                 )
                 continue
-            routes = lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
+            routes = lawful_routes(
+                policy, question, facts, now, enforcer=enforcer, memo=memo, dormant=False
+            )
             _place(holder_plan, leaf, routes)
         plans.append(holder_plan)
     return Plan(requester, purpose, plans, _bearing(policy, requester, purpose, facts))

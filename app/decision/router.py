@@ -1,15 +1,19 @@
-"""HTTP for decisions and simulations: parse, call the service, shape the answer."""
+"""HTTP for the evaluator: decisions, simulations, access plans and the impact of an agreement
+change; parse, call the service, shape the answer."""
 
 from __future__ import annotations
 
-from typing import Any
+from itertools import groupby
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.decision import service
+from app.decision.engine import LeafTrace
+from app.decision.impact import Action, ClassifiedFlow, Condition, Impact
 from app.decision.plans import Plan, PlannedField
 from app.decision.reasons import ReasonCode
 from app.decision.schemas import (
@@ -25,6 +29,7 @@ from app.decision.schemas import (
 )
 from app.policy.document import ReceivedDocument
 from app.policy.register import Consent
+from app.types import VocabularyName
 from app.web.auth import Decider, Overseer
 from app.web.deps import Decisions, RequestId
 from app.web.problems import Problem
@@ -47,14 +52,75 @@ class SimulationRequest(BaseModel):
         description="A draft agreement to evaluate as if it were in force, in place of any "
         "live agreement with its id; omitted: the live policy alone",
     )
+    explain: bool = Field(
+        default=False,
+        description="Give each decision its trace: the Casbin lines the evaluator saw for "
+        "each leaf field and the one that decided (like `opa eval --explain`)",
+    )
+
+
+class PolicyLineOut(BaseModel):
+    """One Casbin policy line, its tokens named as in model.conf's policy_definition."""
+
+    stage: str = Field(
+        description='"1" sealed > "2" break-glass over an objection > "3" objection > '
+        '"4" grant > "5" break-glass: the first matching line decides'
+    )
+    requester: str = Field(description='An agency id, or "*"')
+    holder: str
+    person: str = Field(description='A person id (a line of their register entries), or "*"')
+    field: str
+    purpose: str
+    min_age: str = Field(description='Zero-padded ("018"), or "" for no bound')
+    max_age: str
+    emergency: str = Field(description='"yes", or "*" for any request')
+    valid_from: str = Field(description="ISO-8601 UTC, inclusive")
+    valid_until: str = Field(description="ISO-8601 UTC, exclusive")
+    source: str = Field(
+        description="What it was compiled from: `agreement@version:stage` "
+        "(e.g. isa-blackpool-mash@1:grant), or `restriction:ID` of the person's register"
+    )
+    eft: Literal["allow", "deny"]
+
+
+class LeafTraceOut(BaseModel):
+    field: str = Field(description="The leaf field evaluated (a category: each of its leaves)")
+    lines: list[PolicyLineOut] = Field(
+        description="Casbin's candidate lines for this question, in stage order"
+    )
+    deciding_line: PolicyLineOut | None = Field(
+        description="The first line that matched, which decided; null: no line matched, "
+        "the model's default deny"
+    )
+
+
+class SimulatedDecisionOut(DecisionOut):
+    trace: list[LeafTraceOut] | None = Field(
+        default=None,
+        description="With `explain`: what the evaluator saw for each leaf field (not for "
+        "the changed questions behind `routes`); absent otherwise",
+    )
 
 
 class SimulationOut(BatchDecisionOut):
+    decisions: list[SimulatedDecisionOut]  # type: ignore[assignment]  # DecisionOut + trace
     simulation: bool = Field(default=True, description="Always true: nothing was recorded")
 
 
-def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dict[str, Any]:
-    """One decision in the shape of DecisionOut."""
+def _trace(leaves: list[LeafTrace]) -> list[dict[str, Any]]:
+    """A decision's trace in the shape of LeafTraceOut."""
+    return [
+        {
+            "field": leaf.field,
+            "lines": [line._asdict() for line in leaf.lines],
+            "deciding_line": leaf.deciding._asdict() if leaf.deciding else None,
+        }
+        for leaf in leaves
+    ]
+
+
+def decision_body(recorded: service.RecordedDecision, answer: service.Answer) -> dict[str, Any]:
+    """One decision in the shape of DecisionOut (with its trace: SimulatedDecisionOut)."""
     decision = recorded.decision
     reasons = [
         {
@@ -78,7 +144,7 @@ def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dic
                 "consent_id": None,
             }
         )
-    return {
+    body: dict[str, Any] = {
         "decision_id": recorded.decision_id,
         "field": decision.field,
         "decision": decision.outcome,
@@ -89,11 +155,14 @@ def _decision(recorded: service.RecordedDecision, answer: service.Answer) -> dic
         "policy_revision": answer.policy_revision,
         "decided_at": answer.decided_at,
     }
+    if recorded.trace is not None:
+        body["trace"] = _trace(recorded.trace)
+    return body
 
 
-def _batch(answer: service.Answer, **extra: Any) -> dict[str, Any]:
+def batch_body(answer: service.Answer, **extra: Any) -> dict[str, Any]:
     """Decisions in the shape of BatchDecisionOut."""
-    decisions = [_decision(recorded, answer) for recorded in answer.decisions]
+    decisions = [decision_body(recorded, answer) for recorded in answer.decisions]
     return {
         "decisions": decisions,
         "permitted": [d["field"] for d in decisions if d["decision"] == "permit"],
@@ -118,7 +187,7 @@ async def decide(
 ) -> Response:
     """May the requester see one field of this person for this purpose?"""
     answer = await decisions.decide(body, caller=caller, request_id=request_id)
-    return _json(_decision(answer.decisions[0], answer))
+    return _json(decision_body(answer.decisions[0], answer))
 
 
 @router.post("/v1/decisions/batch", response_model=BatchDecisionOut, responses=ERRORS)
@@ -130,7 +199,7 @@ async def decide_batch(
 ) -> Response:
     """Decide many fields of one person in one call ("*": every leaf field)."""
     answer = await decisions.decide(body, caller=caller, request_id=request_id)
-    return _json(_batch(answer))
+    return _json(batch_body(answer))
 
 
 @router.post("/v1/simulate", response_model=SimulationOut, responses=ERRORS)
@@ -139,9 +208,10 @@ async def simulate(
     caller: Overseer,
     decisions: Decisions,
 ) -> Response:
-    """Evaluate a request, optionally with a draft agreement in force; record nothing."""
-    answer = await decisions.simulate(body.request, draft=body.agreement)
-    return _json(_batch(answer, simulation=True))
+    """Evaluate a request, optionally with a draft agreement in force; record nothing.
+    With `explain`, each decision carries the evaluator's trace."""
+    answer = await decisions.simulate(body.request, draft=body.agreement, explain=body.explain)
+    return _json(batch_body(answer, simulation=True))
 
 
 def _planned(fields: list[PlannedField]) -> list[PlannedFieldOut]:
@@ -173,7 +243,7 @@ def _plan_out(made: Plan, person_id: str | None, revision: int) -> PlanOut:
             )
             for holder in made.holders
         ],
-        register=[
+        register_entries=[
             RegisterEntryOut(
                 id=entry.id,
                 kind="consent" if isinstance(entry, Consent) else entry.kind,
@@ -196,3 +266,109 @@ async def access_plan(body: PlanRequest, caller: Decider, decisions: Decisions) 
     decision API is still what a partner calls before it discloses."""
     made, revision = await decisions.plan(body, caller=caller)
     return _plan_out(made, body.subject.id, revision)
+
+
+class ImpactRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Action = Field(
+        description="activate, suspend or revoke the current version, or `version`: "
+        "`document` as its next version"
+    )
+    document: ReceivedDocument | None = Field(
+        default=None, description="The next version's document (action `version` only)"
+    )
+
+
+class FlowOut(BaseModel):
+    field: str
+    condition: Condition = Field(
+        description="outright, with-consent, within-age-bounds or break-glass-only"
+    )
+    agreement_id: str
+    agreement_version: int
+    min_age: int | None = None
+    max_age: int | None = None
+    data_class: str = Field(description="personal, special-category or criminal-offence")
+    flagged: bool = Field(description="Special-category or criminal-offence data")
+    lawful_basis: str | None = Field(
+        description="The article that covers the data class, as the agreement gives it "
+        "(article6, article9 for special-category, article10 for criminal-offence); null: "
+        "the lawful basis does not cover it"
+    )
+
+
+class FlowGroupOut(BaseModel):
+    holder: str
+    requester: str
+    purpose: str
+    flows: list[FlowOut]
+
+
+class ImpactOut(BaseModel):
+    """Every (holder, requester, field, purpose) the change grants and removes: a table an
+    IG board can sign off. A tuple whose condition changes is in both lists."""
+
+    agreement_id: str
+    action: Action
+    policy_revision: int = Field(description="The live policy the change was assessed on")
+    pairs_compared: list[list[str]] = Field(description="[requester, holder] pairs compared")
+    granted: list[FlowGroupOut]
+    removed: list[FlowGroupOut]
+
+
+def _groups(flows: list[ClassifiedFlow]) -> list[FlowGroupOut]:
+    return [
+        FlowGroupOut(
+            holder=holder,
+            requester=requester,
+            purpose=purpose,
+            flows=[
+                FlowOut(
+                    field=item.flow.field,
+                    condition=item.flow.condition,
+                    agreement_id=item.flow.agreement_id,
+                    agreement_version=item.flow.agreement_version,
+                    min_age=item.flow.min_age,
+                    max_age=item.flow.max_age,
+                    data_class=item.data_class,
+                    flagged=item.data_class != "personal",
+                    lawful_basis=item.lawful_basis,
+                )
+                for item in group
+            ],
+        )
+        for (holder, requester, purpose), group in groupby(
+            flows, key=lambda item: (item.flow.holder, item.flow.requester, item.flow.purpose)
+        )
+    ]
+
+
+@router.post(
+    "/v1/agreements/{agreement_id}/impact",
+    tags=["agreements"],
+    responses={**ERRORS, 404: {"model": Problem}, 409: {"model": Problem}},
+)
+async def agreement_impact(
+    body: ImpactRequest,
+    caller: Overseer,
+    decisions: Decisions,
+    agreement_id: Annotated[VocabularyName, Path()],
+) -> ImpactOut:
+    """What activating, suspending or revoking an agreement, or a new version of it, would
+    grant and remove, compared by the same evaluator over every field and purpose it
+    reaches; special-category and criminal-offence flows flagged. Changes nothing."""
+    impact, revision = await decisions.assess_change(agreement_id, body.action, body.document)
+    return impact_out(impact, revision)
+
+
+def impact_out(impact: Impact, revision: int) -> ImpactOut:
+    """The report as the API answers it (and `accord agreements impact --json` prints it)."""
+    return ImpactOut(
+        agreement_id=impact.agreement_id,
+        action=impact.action,
+        policy_revision=revision,
+        pairs_compared=[list(pair) for pair in impact.pairs],
+        granted=_groups(impact.granted),
+        removed=_groups(impact.removed),
+    )

@@ -217,7 +217,7 @@ class PlanOut(BaseModel):
     purpose: str
     person_id: str | None
     holders: list[HolderPlanOut]
-    register: list[RegisterEntryOut] = Field(
+    register_entries: list[RegisterEntryOut] = Field(
         description="The person's register entries that bear on this requester and purpose"
     )
     policy_revision: int

@@ -16,14 +16,15 @@ from typing import Any
 
 from app.audit.record import AuditRecord
 from app.audit.writer import AuditWriter
-from app.decision.engine import Decision, decide
+from app.decision.engine import Decision, LeafTrace, decide
 from app.decision.facts import PersonInfoService, person_facts
+from app.decision.impact import Action, Impact, assess, proposed
 from app.decision.plans import NO_PERSON, Plan, holders_for, make_plan
 from app.decision.schemas import PlanRequest, Subject
 from app.decision.validate import AnyDecisionRequest, validated_questions
 from app.errors import InvalidRequest
 from app.policy.agreements import parse_agreement
-from app.policy.compiler import CompiledPolicy, compile_policy
+from app.policy.compiler import CompiledPolicy, with_agreement
 from app.policy.register import NO_ENTRIES
 from app.runtime.callers import Caller
 from app.runtime.clock import Clock
@@ -38,6 +39,7 @@ from app.runtime.snapshot import PolicySnapshot
 class RecordedDecision:
     decision_id: str | None  # None for a simulation, which records nothing
     decision: Decision
+    trace: list[LeafTrace] | None = None  # an explained simulation: the leaves evaluated
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,10 @@ async def _evaluate_request(
     max_fields: int,
     now: datetime,
     decider: Caller | None,
+    explain: bool = False,
 ) -> Answer:
     """Validate -> person facts -> decide; `decider` is checked for its agencies
-    (None: a simulation, which gets no decision ids)."""
+    (None: a simulation, which gets no decision ids); `explain`: each decision's trace."""
     policy = snapshot.policy
     questions = validated_questions(request, policy.vocabulary, max_fields)
     if decider is not None:
@@ -71,13 +74,23 @@ async def _evaluate_request(
         person_info=person_info,
     )
     evaluating = time.perf_counter()
+    traces: list[list[LeafTrace]] | None = [] if explain else None
+    decided = decide(
+        policy,
+        questions,
+        facts,
+        now,
+        enforcer=snapshot.enforcer,
+        memo=snapshot.memo,
+        trace=traces,
+    )
     decisions = [
         RecordedDecision(
-            decision_id=str(new_uuid()) if decider is not None else None, decision=decision
+            decision_id=str(new_uuid()) if decider is not None else None,
+            decision=decision,
+            trace=None if traces is None else traces[index],
         )
-        for decision in decide(
-            policy, questions, facts, now, enforcer=snapshot.enforcer, memo=snapshot.memo
-        )
+        for index, decision in enumerate(decided)
     ]
     DECISION_SECONDS.labels(stage="evaluate").observe(time.perf_counter() - evaluating)
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
@@ -162,9 +175,10 @@ class DecisionService:
         return answer
 
     async def simulate(
-        self, request: AnyDecisionRequest, *, draft: dict[str, Any] | None
+        self, request: AnyDecisionRequest, *, draft: dict[str, Any] | None, explain: bool = False
     ) -> Answer:
-        """Evaluate against the live policy, or with `draft` in force in place of its namesake.
+        """Evaluate against the live policy, or with `draft` in force in place of its namesake;
+        with `explain`, each decision carries the evaluator's trace.
 
         Nothing is recorded: a simulation is not a disclosure.
         """
@@ -180,6 +194,7 @@ class DecisionService:
             max_fields=self.max_fields,
             now=self.clock.now(),
             decider=None,
+            explain=explain,
         )
 
     async def plan(self, request: PlanRequest, *, caller: Caller) -> tuple[Plan, int]:
@@ -225,6 +240,28 @@ class DecisionService:
             )
         return made, policy.revision
 
+    async def assess_change(
+        self, agreement_id: str, action: Action, document: dict[str, Any] | None
+    ) -> tuple[Impact, int]:
+        """What a change to one agreement would grant and remove, on the live policy, with
+        the revision it was assessed on. Changes nothing."""
+        snapshot = self.live.snapshot
+        changed = proposed(snapshot.policy, agreement_id, action, document)
+        now = self.clock.now()
+
+        def assessed() -> Impact:
+            return assess(
+                snapshot.policy,
+                with_agreement(snapshot.policy, changed),
+                agreement_id=agreement_id,
+                action=action,
+                now=now,
+                enforcer=snapshot.enforcer,
+            )
+
+        async with self.offloaded:
+            return await asyncio.to_thread(assessed), snapshot.policy.revision
+
 
 def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> PolicySnapshot:
     """`policy` recompiled with `draft` active in place of any agreement with its id."""
@@ -236,11 +273,4 @@ def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> PolicySnapshot
         version=live_version + 1,
         source="draft",
     )
-    others = [a for a in policy.agreements.values() if a.id != agreement.id]
-    with_draft = compile_policy(
-        revision=policy.revision,
-        vocabulary=policy.vocabulary,
-        agreements=[*others, agreement],
-        model_text=policy.model_text,
-    )
-    return PolicySnapshot.of(with_draft, memoise=False)
+    return PolicySnapshot.of(with_agreement(policy, agreement), memoise=False)

@@ -411,3 +411,15 @@ def compile_policy(
     moments |= {casbin_time(a.valid_until) for a in by_id.values()}
     policy.boundaries = sorted(moments)
     return policy
+
+
+def with_agreement(policy: CompiledPolicy, agreement: Agreement) -> CompiledPolicy:
+    """`policy` recompiled with `agreement` in place of its namesake (or added): a draft
+    simulated, a change assessed."""
+    others = [a for a in policy.agreements.values() if a.id != agreement.id]
+    return compile_policy(
+        revision=policy.revision,
+        vocabulary=policy.vocabulary,
+        agreements=[*others, agreement],
+        model_text=policy.model_text,
+    )
