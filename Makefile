@@ -29,7 +29,7 @@ SIGNING_KEY := var/audit-signing.key
 run: $(STAMP)
 	mkdir -p var
 	$(ACCORD) db upgrade
-	$(ACCORD) agreements import policies/agreements
+	$(ACCORD) agreements import --if-empty policies/agreements  # seeds an empty database only
 	test -s $(DEMO_KEY) || $(ACCORD) clients create --id local-demo-$$(date +%s) \
 		--name "Local demo" --scopes decide:any,audit,manage \
 		--agencies la.riverton.childrens-services --key-file $(DEMO_KEY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -141,6 +142,62 @@ def test_invalid_writes_are_refused_naming_the_place(
     assert response.headers["content-type"] == "application/problem+json"
     if place:
         assert place in [param["name"] for param in response.json()["invalid_params"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "place"),
+    [
+        ({"title": "Probation\u0000 to housing"}, "title"),
+        ({"title": "Probation \ud800"}, "title"),  # an unpaired surrogate: not UTF-8
+        ({"lawful_basis": {"article6": "public\u0000task"}}, "lawful_basis.article6"),
+        (
+            {
+                "grants": [
+                    {
+                        "purposes": ["crime-prevention"],
+                        "fields": ["contact.address"],
+                        "obligations": [{"field": "contact.address", "mask": "\udc00"}],
+                    }
+                ]
+            },
+            "grants[0].obligations[0].mask",
+        ),
+    ],
+)
+def test_text_an_agreement_cannot_store_is_refused_naming_the_place(
+    server: Server, change: dict[str, Any], place: str
+) -> None:
+    """An agreement's texts are stored and read back by every replica: no NUL, no unpaired
+    surrogate, as every other text the service takes (sent as JSON escapes)."""
+    for path, body in (
+        ("/v1/agreements", {**DRAFT, "id": "isa-never-stored", **change}),
+        (
+            "/v1/agreements/isa-blackpool-mash/versions",
+            {"document": {**DRAFT, "id": "isa-blackpool-mash", **change}},
+        ),
+        (
+            "/v1/simulate",
+            {"request": {**ASK, "fields": ["identity.name"]}, "agreement": {**DRAFT, **change}},
+        ),
+    ):
+        response = server.post(
+            path, content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        params = {p["name"]: p["reason"] for p in response.json()["invalid_params"]}
+        assert params[place].startswith("must not contain"), params
+    assert server.get("/v1/agreements/isa-never-stored").status_code == 404
+
+
+def test_a_new_version_is_a_whole_document_with_its_id(server: Server) -> None:
+    """The schema asks for the whole document, id included: one without is refused."""
+    without_id = {key: value for key, value in DRAFT.items() if key != "id"}
+    response = server.post(
+        "/v1/agreements/isa-blackpool-mash/versions", json={"document": without_id}
+    )
+    assert response.status_code == 422, response.text
+    assert "id" in [param["name"] for param in response.json()["invalid_params"]]
 
 
 def test_status_changes_follow_the_lifecycle(server: Server) -> None:

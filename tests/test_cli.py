@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app.store.revisions import read_revision
-from app.store.tables import AgreementVersion
+from app.store.tables import AgreementVersion, ChangeRecord
 from tests.conftest import SCENARIO, Server, accord, load_yaml, scenario_env
 
 INVALID = sorted((SCENARIO / "invalid").glob("*.yaml"))
@@ -29,6 +29,12 @@ def _versions(engine: Engine) -> list[tuple[str, int]]:
 def _revision(engine: Engine) -> int:
     with engine.connect() as connection:
         return read_revision(connection)
+
+
+def _changes(engine: Engine) -> list[tuple[str, str]]:
+    with Session(engine) as session:
+        query = select(ChangeRecord.action, ChangeRecord.target_id).order_by(ChangeRecord.seq)
+        return [(action, target_id) for action, target_id in session.execute(query)]
 
 
 @pytest.mark.slow
@@ -68,9 +74,11 @@ def test_reimport_makes_a_version_only_for_a_changed_agreement(
     shutil.copytree(SCENARIO / "agreements", folder)
     accord("agreements", "import", str(folder), env=env)
     first_revision = _revision(engine)
+    changes = _changes(engine)
     unchanged = accord("agreements", "import", str(folder), env=env)
-    assert unchanged.stdout.count("unchanged") == 7
+    assert unchanged.stdout.count("unchanged, nothing stored") == 7
     assert _revision(engine) == first_revision
+    assert _changes(engine) == changes
 
     changed = folder / "isa-early-help.yaml"
     document = load_yaml(changed)
@@ -81,6 +89,7 @@ def test_reimport_makes_a_version_only_for_a_changed_agreement(
     assert ("isa-early-help", 2) in versions and ("isa-early-help", 1) in versions
     assert ("isa-blackpool-mash", 2) not in versions
     assert _revision(engine) == first_revision + 1
+    assert _changes(engine) == [*changes, ("agreement.imported", "isa-early-help")]
 
 
 @pytest.mark.slow

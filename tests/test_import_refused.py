@@ -37,7 +37,7 @@ BATCHES = [batch["request"] for batch in SAMPLE_CASES["batches"]]
 
 CORRUPT = {
     # (file text, exit code, what stderr must name besides the file)
-    "invalid-yaml": ("id: isa-riverton-broken\ngrants: [unclosed\n", 2, "while parsing"),
+    "invalid-yaml": ("id: isa-riverton-broken\ngrants: [unclosed\n", 1, "while parsing"),
     "not-an-agreement": ("- a list\n- not a mapping\n", 1, "must be a mapping"),
     "invalid-agreement": (
         yaml.safe_dump(

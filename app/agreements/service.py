@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -30,21 +31,25 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "revoke": (frozenset({"draft", "active", "suspended"}), "revoked"),
 }
 PAST_TENSE = {"activate": "activated", "suspend": "suspended", "revoke": "revoked"}
+# The changes an import makes; any other was made over the API
+IMPORTED = "imported"
+FORCE_IMPORTED = "force-imported"  # over changes made over the API since the last import
 
 
 @dataclass(frozen=True)
 class ImportResult:
     agreement_id: str
     version: int
-    changed: bool
+    change: str | None  # IMPORTED or FORCE_IMPORTED; None: the file is the current version
 
 
 class ImportRefused(ValueError):
-    """One or more documents of an import were invalid; nothing was stored."""
+    """An import was refused, nothing stored: `problems` names each bad file (unreadable
+    or invalid) and each agreement changed over the API since its last import."""
 
-    def __init__(self, problems: list[AgreementInvalid]) -> None:
+    def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(problem) for problem in problems))
+        super().__init__("\n".join(problems))
 
 
 def _canonical(document: Any) -> Any:
@@ -202,14 +207,14 @@ def revise_agreement(
     if previous.status == "revoked":
         raise Conflict(f"agreement '{agreement_id}' is revoked; it cannot change")
     document = _canonical(document)
-    if document.get("id", agreement_id) != agreement_id:
+    # The whole document, id included, as the schema says (one without is refused as any is)
+    if "id" in document and document["id"] != agreement_id:
         raise InvalidRequest("id", f"a version of '{agreement_id}' must keep its id")
     status = document.setdefault("status", previous.status)
     if status != previous.status:
         raise InvalidRequest(
             "status", "status changes through activate, suspend or revoke, not a new version"
         )
-    document["id"] = agreement_id
     if _digest(document) == previous.content_sha256:
         raise Conflict(f"the document is the same as version {previous.version}")
     return _store_version(
@@ -248,47 +253,101 @@ def change_status(
     )
 
 
+def _changed_elsewhere(session: Session, agreement_id: str) -> list[AgreementVersion]:
+    """The versions made since the agreement's last import (all of them if it never
+    was): each is a change made over the API, not by an import."""
+    last_import = (
+        select(func.coalesce(func.max(AgreementVersion.version), 0))
+        .where(
+            AgreementVersion.agreement_id == agreement_id,
+            AgreementVersion.change.in_((IMPORTED, FORCE_IMPORTED)),
+        )
+        .scalar_subquery()
+    )
+    return list(
+        session.scalars(
+            select(AgreementVersion)
+            .where(
+                AgreementVersion.agreement_id == agreement_id,
+                AgreementVersion.version > last_import,
+            )
+            .order_by(AgreementVersion.version)
+        )
+    )
+
+
+def _described(rows: list[AgreementVersion]) -> str:
+    """`v2 suspended by ig.jones at 2026-11-25T09:38:29Z (reason); v3 ...`"""
+    return "; ".join(
+        f"v{row.version} {row.change} by {row.created_by} at {row.created_at:%Y-%m-%dT%H:%M:%SZ}"
+        + (f" ({row.reason})" if row.reason else "")
+        for row in rows
+    )
+
+
 def import_agreements(
-    session: Session, documents: list[tuple[str, Any]], *, vocabulary: Vocabulary, actor: str
+    session: Session,
+    documents: list[tuple[str, Any]],
+    *,
+    vocabulary: Vocabulary,
+    actor: str,
+    force: bool = False,
+    unreadable: Sequence[ValueError] = (),
 ) -> list[ImportResult]:
     """Validate every document, then store each new or changed one as a version.
 
-    All or nothing: one invalid document refuses the whole import, so the
-    live policy never holds half of a set of files.
+    All or nothing: a file that could not be read (`unreadable`), an invalid
+    document, or an agreement changed over the API since its last import that
+    the import would change (undoing a suspension, say) refuses the whole
+    import, naming each, so the live policy never holds half of a set of files.
+    With `force` the import overwrites such changes, recorded as FORCE_IMPORTED.
     """
     parsed: list[tuple[Agreement, dict[str, Any], str]] = []
-    problems: list[AgreementInvalid] = []
+    problems = [str(exc) for exc in unreadable]
     seen: set[str] = set()
     for source, document in documents:
         try:
             agreement = parse_agreement(document, vocabulary, source=source)
         except AgreementInvalid as exc:
-            problems.append(exc)
+            problems.append(str(exc))
             continue
         if agreement.id in seen:
             duplicate = Problem("id", f"'{agreement.id}' appears twice in this import")
-            problems.append(AgreementInvalid(source, [duplicate]))
+            problems.append(str(AgreementInvalid(source, [duplicate])))
             continue
         seen.add(agreement.id)
         parsed.append((agreement, _canonical(document), source))
-    if problems:
-        raise ImportRefused(problems)
 
     results: list[ImportResult] = []
+    changed: list[tuple[dict[str, Any], str, AgreementVersion | None, list[AgreementVersion]]] = []
     for agreement, document, source in parsed:
         previous = _latest(session, agreement.id)
         if previous is not None and previous.content_sha256 == _digest(document):
-            results.append(ImportResult(agreement.id, previous.version, changed=False))
+            results.append(ImportResult(agreement.id, previous.version, change=None))
             continue
+        elsewhere = [] if previous is None else _changed_elsewhere(session, agreement.id)
+        if elsewhere and not force:
+            problems.append(
+                f"{source}: '{agreement.id}' was changed over the API since its last import: "
+                f"{_described(elsewhere)}; --force imports over that"
+            )
+        changed.append((document, source, previous, elsewhere))
+    if problems:
+        raise ImportRefused(problems)
+
+    for document, source, previous, elsewhere in changed:
+        reason = f"imported from {source}"
+        if elsewhere:
+            reason += f", forced over {_described(elsewhere)}"
         row = _store_version(
             session,
             document=document,
             vocabulary=vocabulary,
             previous=previous,
-            change="imported",
-            reason=f"imported from {source}",
+            change=FORCE_IMPORTED if elsewhere else IMPORTED,
+            reason=reason,
             actor=actor,
             source=source,
         )
-        results.append(ImportResult(agreement.id, row.version, changed=True))
+        results.append(ImportResult(row.agreement_id, row.version, change=row.change))
     return results

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from app.changelog.service import record_change
@@ -84,8 +84,17 @@ def revoke_client(session: Session, *, client_id: str, actor: str) -> ApiClient:
     if row.revoked_at is not None:
         raise Conflict(f"client '{client_id}' was revoked already")
     before = _summary(row)
-    row.revoked_at = datetime.now(UTC)
-    row.revoked_by = actor
+    # Only while it is still live: of concurrent revocations that all read it live, the
+    # database lets one through and the others find it revoked (409), not all of them.
+    revoked = session.execute(
+        update(ApiClient)
+        .where(ApiClient.id == client_id, ApiClient.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC), revoked_by=actor)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], revoked).rowcount != 1:
+        raise Conflict(f"client '{client_id}' was revoked already")
+    session.refresh(row)
     record_change(
         session,
         moves=CLIENTS,

@@ -33,6 +33,7 @@ from app.policy.document import (
     SubjectConditions,
 )
 from app.policy.vocabulary import Vocabulary
+from app.types import UNPAIRED_SURROGATE
 
 __all__ = ["STATUSES", "Agreement", "AgreementInvalid", "AgreementStatus", "parse_agreement"]
 
@@ -175,6 +176,10 @@ def _shape_message(error: ErrorDetails) -> str:
     loc, kind, value = error["loc"], error["type"], error.get("input")
     item = bool(loc) and isinstance(loc[-1], int)
     key = _key(loc)
+    if kind == "string_unicode":  # a text (or a key) with an unpaired surrogate
+        return UNPAIRED_SURROGATE
+    if kind == "value_error" and isinstance(value, str):  # a text that cannot be stored
+        return str(error["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
         owner, model = OWNERS.get(_key(loc[:-1]), OWNERS[None])
         known = ", ".join(model.model_fields)

@@ -26,10 +26,17 @@ from pydantic import (
     StringConstraints,
 )
 
-from app.types import VocabularyName
+from app.types import Storable, VocabularyName
 
-AgreementStatus = Literal["draft", "active", "suspended", "revoked"]
-STATUSES: tuple[AgreementStatus, ...] = ("draft", "active", "suspended", "revoked")
+# pending-approval: activated, awaiting the approval of every party (ACCORD_REQUIRE_SIGNOFF)
+AgreementStatus = Literal["draft", "pending-approval", "active", "suspended", "revoked"]
+STATUSES: tuple[AgreementStatus, ...] = (
+    "draft",
+    "pending-approval",
+    "active",
+    "suspended",
+    "revoked",
+)
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,127}$"
 MAX_NAMES = 500  # the most names one list of an agreement may hold
 MAX_TEXT = 500
@@ -44,7 +51,9 @@ def _date_or_iso_text(value: Any) -> Any:
 
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=128)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
+# Free text: a title, a legal basis, a mask; stored, and read back by every replica, so
+# storable as every free text the service takes is (no NUL, no unpaired surrogate).
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, pattern=r"\S"), Storable]
 Day = Annotated[date, BeforeValidator(_date_or_iso_text)]
 Names = Annotated[list[VocabularyName], Field(min_length=1, max_length=MAX_NAMES)]
 Age = Annotated[StrictInt, Field(ge=0, le=150, description="Whole years")]

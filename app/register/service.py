@@ -11,7 +11,7 @@ from itertools import islice
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Row, String, Table, bindparam, select, update
+from sqlalchemy import CursorResult, Row, String, Table, bindparam, select, update
 from sqlalchemy import cast as cast_as
 from sqlalchemy.orm import Session
 
@@ -104,7 +104,8 @@ def write_entries(
     *,
     added: Iterable[dict[str, Any]] = (),
     changed: Iterable[dict[str, Any]] = (),
-) -> None:
+    live_only: bool = False,
+) -> int:
     """The one place register rows are written: insert `added`, update `changed` by id,
     and append a change for each to the register feed (app/register/feed.py).
 
@@ -112,11 +113,15 @@ def write_entries(
     batches of WRITE_BATCH (added: app/store/bulk.py, COPY on PostgreSQL; changed:
     executemany) inside the caller's transaction (taken
     lazily, so a million rows are never all in memory as dicts); nothing is committed.
+    With `live_only` a row of `changed` is updated only while it is not removed (the
+    database decides, so of concurrent removals one does). Returns how many rows of
+    `changed` were updated.
     """
     for batch in _batches(added):
         insert_rows(session, ENTRIES, batch)
         append_changes(session, [row["id"] for row in batch])
     statement = None
+    updated = 0
     for batch in _batches(changed):
         if statement is None:
             columns = [column for column in batch[0] if column != "id"]
@@ -125,10 +130,14 @@ def write_entries(
                 .where(ENTRIES.c.id == bindparam("b_id"))
                 .values({column: bindparam(f"b_{column}") for column in columns})
             )
-        session.execute(
+            if live_only:
+                statement = statement.where(ENTRIES.c.removed_at.is_(None))
+        result = session.execute(
             statement, [{f"b_{key}": value for key, value in row.items()} for row in batch]
         )
+        updated += cast(CursorResult[Any], result).rowcount
         append_changes(session, [row["id"] for row in batch])
+    return updated
 
 
 def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -179,9 +188,13 @@ def remove_entry(session: Session, *, entry_id: str, actor: str) -> RegisterEntr
     if row.removed_at is not None:
         raise Conflict(f"register entry '{entry_id}' was removed already")
     before = summarize(row)
-    write_entries(
-        session, changed=[{"id": entry_id, "removed_at": datetime.now(UTC), "removed_by": actor}]
+    removed = write_entries(
+        session,
+        changed=[{"id": entry_id, "removed_at": datetime.now(UTC), "removed_by": actor}],
+        live_only=True,  # a concurrent removal may have come first since the read above
     )
+    if removed != 1:
+        raise Conflict(f"register entry '{entry_id}' was removed already")
     session.refresh(row)
     record_change(
         session,

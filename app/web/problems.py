@@ -22,6 +22,7 @@ from app.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from app.types import UNPAIRED_SURROGATE
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -86,6 +87,8 @@ async def _validation(_: Request, exc: Exception) -> Response:
     params: list[dict[str, str]] = []
     for error in exc.errors():
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        if error.get("type") == "string_unicode":  # pydantic's own words name no character
+            message = UNPAIRED_SURROGATE
         name = _location(tuple(error.get("loc", ())))
         if all(param["name"] != name for param in params):  # one reason per place
             params.append({"name": name, "reason": message})
