@@ -269,7 +269,10 @@ async def access_plan(body: PlanRequest, caller: Decider, decisions: Decisions) 
 
 
 class ImpactRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"action": "activate"}, {"action": "suspend"}]},
+    )
 
     action: Action = Field(
         description="activate, suspend or revoke the current version, or `version`: "
@@ -308,6 +311,40 @@ class FlowGroupOut(BaseModel):
 class ImpactOut(BaseModel):
     """Every (holder, requester, field, purpose) the change grants and removes: a table an
     IG board can sign off. A tuple whose condition changes is in both lists."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "agreement_id": "isa-riverton-housing-asb",
+                    "action": "activate",
+                    "policy_revision": 4,
+                    "pairs_compared": [["police.riverton", "housing.riverton-homes"]],
+                    "granted": [
+                        {
+                            "holder": "housing.riverton-homes",
+                            "requester": "police.riverton",
+                            "purpose": "crime-prevention",
+                            "flows": [
+                                {
+                                    "field": "contact.address",
+                                    "condition": "outright",
+                                    "agreement_id": "isa-riverton-housing-asb",
+                                    "agreement_version": 1,
+                                    "min_age": None,
+                                    "max_age": None,
+                                    "data_class": "personal",
+                                    "flagged": False,
+                                    "lawful_basis": "article6: public-task",
+                                }
+                            ],
+                        }
+                    ],
+                    "removed": [],
+                }
+            ]
+        }
+    )
 
     agreement_id: str
     action: Action

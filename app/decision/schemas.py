@@ -167,6 +167,20 @@ class PlanSubject(Strict):
 
 
 class PlanRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "requester": "la.riverton.childrens-services",
+                    "purpose": "safeguarding.children",
+                    "holder": "police.riverton",
+                    "subject": {"id": "P-1001", "attributes": {"age": 12}},
+                }
+            ]
+        },
+    )
+
     requester: VocabularyName = Field(description="The agency that would ask")
     purpose: VocabularyName
     holder: VocabularyName | None = Field(
@@ -212,6 +226,56 @@ class RegisterEntryOut(BaseModel):
 
 class PlanOut(BaseModel):
     """Which sections a partner screen may ask for: not a decision, and nothing is recorded."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "requester": "la.riverton.childrens-services",
+                    "purpose": "safeguarding.children",
+                    "person_id": "P-1001",
+                    "holders": [
+                        {
+                            "holder": "nhs.riverton-hospital",
+                            "permitted": [
+                                {
+                                    "field": "health.mental",
+                                    "agreement_id": "isa-riverton-mash",
+                                    "agreement_version": 1,
+                                    "obligations": [],
+                                    "min_age": None,
+                                    "max_age": None,
+                                }
+                            ],
+                            "with_consent": [],
+                            "within_age_bounds": [],
+                            "break_glass_only": [
+                                {
+                                    "field": "health.physical",
+                                    "agreement_id": "isa-riverton-mash",
+                                    "agreement_version": 1,
+                                    "obligations": [],
+                                    "min_age": None,
+                                    "max_age": None,
+                                }
+                            ],
+                        }
+                    ],
+                    "register_entries": [
+                        {
+                            "id": "r-sealed-address",
+                            "kind": "sealed",
+                            "recipients": None,
+                            "fields": ["contact.address"],
+                            "purposes": None,
+                            "until": "9999-12-31",
+                        }
+                    ],
+                    "policy_revision": 5,
+                }
+            ]
+        }
+    )
 
     requester: str
     purpose: str
