@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from app.audit.signing import SigningKeyError
-from app.cli import agreements, audit, clients, db, keys, policy, register, serve
+from app.cli import agreements, audit, clients, db, decide, keys, policy, register, serve
 from app.policy.files import DocumentError
 
-COMMAND_GROUPS = (serve, db, agreements, policy, register, clients, audit, keys)
+COMMAND_GROUPS = (serve, db, agreements, policy, decide, register, clients, audit, keys)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -295,6 +295,16 @@ def parse_entries(
     return entries, rows
 
 
+def read_entries(source: IO[bytes], fmt: Format, vocabulary: Vocabulary) -> list[NewEntry]:
+    """Every row of a register file as an entry, checked as an import checks it, with no
+    database (`accord decide --register`); ImportRefused naming every bad row."""
+    problems = _Problems()
+    entries, rows = parse_entries(source, fmt, vocabulary, problems)
+    if problems:
+        raise problems.refuse(rows)
+    return [entry for _, entry in entries]
+
+
 # --- import --------------------------------------------------------------------------
 
 
