@@ -12,6 +12,7 @@ import structlog
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
+from app.agreements.access_map import router as access_map_router
 from app.agreements.router import router as agreements_router
 from app.audit.router import router as audit_router
 from app.audit.signing import configured_signer
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         decisions_router,
         vocabulary_router,
         agreements_router,
+        access_map_router,
         register_router,
         clients_router,
         audit_router,

@@ -465,6 +465,86 @@ def test_the_agreements_page_shows_status_validity_review_dates_and_history(
     shoot("agreements")
 
 
+def test_the_access_map_draws_who_may_see_what_and_the_filters_narrow_it(
+    scenario_service: ScenarioService, browser: webdriver.Chrome, shoot: Shoot
+) -> None:
+    mash = "isa-blackpool-mash"
+    answer = scenario_service.server.get("/v1/access-map").json()
+    _sign_in(browser, scenario_service)
+    browser.find_element(By.LINK_TEXT, "Access map").click()
+    WebDriverWait(browser, 15).until(url_contains("/console/access-map"))
+
+    def drawn() -> set[tuple[str, str, str]]:
+        return {
+            (
+                str(flow.get_attribute("data-holder")),
+                str(flow.get_attribute("data-requester")),
+                str(flow.get_attribute("data-agreement")),
+            )
+            for flow in browser.find_elements(By.CSS_SELECTOR, "#access-map g.flow")
+        }
+
+    # One arrow per flow the API answers; holders on the left, requesters on the right.
+    flows = {(f["holder"], f["requester"], f["agreement_id"]) for f in answer["flows"]}
+    assert drawn() == flows and len(flows) == 12
+    nodes = browser.find_elements(By.CSS_SELECTOR, "#access-map g.node")
+    placed = {(n.get_attribute("class"), n.get_attribute("data-agency")) for n in nodes}
+    assert placed == {("node holder", f[0]) for f in flows} | {
+        ("node requester", f[1]) for f in flows
+    }
+    police = browser.find_element(By.ID, f"holder-{POLICE}")
+    assert "Lancashire Constabulary" in str(police.get_attribute("textContent"))
+    x = {n.get_attribute("data-agency"): n.rect["x"] for n in nodes}
+    assert x[POLICE] < x[CHILDREN]
+    # The MASH arrow from the police: criminal, special-category and personal strands, an
+    # arrowhead, and a label naming the agreement and whose data.
+    arrow = browser.find_element(By.ID, f"flow-{POLICE}--{CHILDREN}--{mash}")
+    strands = arrow.find_elements(By.CSS_SELECTOR, "path.strand")
+    assert {s.get_attribute("class") for s in strands} == {
+        "strand personal",
+        "strand special-category",
+        "strand criminal-offence",
+    }
+    spine = arrow.find_element(By.CSS_SELECTOR, "path.arrow")
+    assert spine.get_attribute("marker-end") == "url(#arrowhead)"
+    label = browser.find_element(
+        By.CSS_SELECTOR, f'g.label[data-flow="{POLICE}--{CHILDREN}--{mash}"] text'
+    )
+    assert label.text == f"{mash} · children (under 18) · break-glass"
+    labels = browser.find_elements(By.CSS_SELECTOR, "#access-map g.label tspan.agreement")
+    assert sorted(str(t.get_attribute("textContent")) for t in labels) == sorted(
+        agreement for _, _, agreement in flows
+    )
+    legend = str(browser.find_element(By.ID, "access-map").get_attribute("textContent"))
+    assert all(kind in legend for kind in ("personal", "special category", "criminal offence"))
+    # The table lists the same flows, for screen readers and keyboards.
+    rows = _cells(browser.find_element(By.ID, "flows"))
+    assert len(rows) == len(flows)
+    assert [
+        "Lancashire Constabulary",
+        "Blackpool Council Children's Services",
+        f"{mash} v1",
+        "personal, special-category, criminal-offence",
+        "Safeguarding children",
+        "children (under 18)",
+        "not needed",
+    ] in [row[:7] for row in rows]
+    shoot("access-map")
+
+    # Filtered by agency and purpose (display names in the drop-downs): the one flow left.
+    Select(browser.find_element(By.ID, "f-agency")).select_by_visible_text(
+        "Lancashire Constabulary"
+    )
+    Select(browser.find_element(By.ID, "f-purpose")).select_by_value("safeguarding.children")
+    browser.find_element(By.ID, "run-map").click()
+    WebDriverWait(browser, 15).until(url_contains(f"agency={POLICE}"))
+    assert "purpose=safeguarding.children" in browser.current_url
+    assert drawn() == {(POLICE, CHILDREN, mash)}
+    assert browser.find_element(By.ID, "map-heading").text == "1 flow"
+    assert len(_cells(browser.find_element(By.ID, "flows"))) == 1
+    shoot("access-map-filtered")
+
+
 def test_every_page_reflows_at_200_percent_and_works_from_the_keyboard(
     scenario_service: ScenarioService, browser: webdriver.Chrome, shoot: Shoot
 ) -> None:
@@ -481,6 +561,7 @@ def test_every_page_reflows_at_200_percent_and_works_from_the_keyboard(
         "break-glass": "/console/break-glass",
         "subject-access": "/console/subject-access?person=P-201",
         "agreements": "/console/agreements",
+        "access-map": "/console/access-map",
     }
     for name, path in pages.items():
         browser.get(f"{scenario_service.server.url}{path}")

@@ -25,8 +25,11 @@ from fastapi.templating import Jinja2Templates
 from app.agreements.service import version_history
 from app.audit import queries, reviews
 from app.audit import router as audit_api
+from app.console.access_map_svg import access_map_svg
 from app.console.chart import decisions_per_day
 from app.console.views import ConsoleFilters, Names, filter_options, lawful_bases, waited
+from app.policy.access_map import access_map
+from app.policy.vocabulary import FIELD_CLASSES, FieldClass
 from app.register.service import list_entries
 from app.runtime.callers import Caller, key_digest
 from app.types import PersonId
@@ -307,5 +310,44 @@ def agreements(
         agreements=current,
         history={agreement.id: version_history(session, agreement.id) for agreement in current},
         revision=live.current.revision,
+        today=now.date(),
+    )
+
+
+@router.get("/access-map")
+def access_map_page(
+    request: Request,
+    live: Live,
+    caller: SignedIn,
+    names: DisplayNames,
+    now: Now,
+    agency: Annotated[str, Query(max_length=128)] = "",
+    purpose: Annotated[str, Query(max_length=128)] = "",
+    data_class: Annotated[FieldClass | Literal[""], Query()] = "",
+) -> Response:
+    """Which agency may see which classes of whose data, by which agreement in force today,
+    for which purposes: the picture, and the same flows as a table (the API's map)."""
+    flows = access_map(
+        live.current,
+        now.date(),
+        agency=agency or None,
+        purpose=purpose or None,
+        data_class=data_class or None,
+    )
+    flows.sort(key=lambda f: (names.agency(f.holder), names.agency(f.requester), f.agreement_id))
+    options = filter_options(names, ())
+    return _page(
+        request,
+        "access_map.html",
+        caller,
+        names=names,
+        flows=flows,
+        picture=access_map_svg(flows, names, chosen=agency or None) if flows else None,
+        given={"agency": agency, "purpose": purpose, "data_class": data_class},
+        options={
+            "agency": options["holder"],
+            "purpose": options["purpose"],
+            "data_class": [(kind, kind) for kind in FIELD_CLASSES],
+        },
         today=now.date(),
     )
