@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         description="Run without an audit signing key (development only: the head and "
         "checkpoints are then unsigned and a database writer can forge them)",
     )
+    require_signoff: bool = Field(
+        default=False,
+        description="An agreement version becomes active only once a named signatory of every "
+        "party agency has approved it; until then it is pending-approval and permits nothing",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -54,6 +54,8 @@ ROUTES: dict[tuple[str, str], frozenset[str] | None] = {
     ("POST", "/v1/agreements/{agreement_id}/suspend"): MANAGE,
     ("POST", "/v1/agreements/{agreement_id}/revoke"): MANAGE,
     ("POST", "/v1/agreements/{agreement_id}/impact"): OVERSEE,
+    ("GET", "/v1/agreements/{agreement_id}/versions/{version}/approvals"): OVERSEE,
+    ("POST", "/v1/agreements/{agreement_id}/versions/{version}/approvals"): MANAGE,
     ("GET", "/v1/access-map"): OVERSEE,
     ("POST", "/v1/register/restrictions"): MANAGE,
     ("POST", "/v1/register/consents"): MANAGE,
@@ -81,6 +83,7 @@ PATH_VALUES = {
     "client_id": "no-such-client",
     "decision_id": "00000000-0000-4000-8000-000000000000",
     "person_id": "P-000",
+    "version": "1",
 }
 
 AGENCY_A = "police.lancashire"

@@ -1,4 +1,5 @@
-"""HTTP for agreements: read (manage or audit) and their lifecycle (manage)."""
+"""HTTP for agreements: read (manage or audit) and their lifecycle (manage), with the
+parties' approvals that activation awaits when ACCORD_REQUIRE_SIGNOFF is set."""
 
 from __future__ import annotations
 
@@ -6,17 +7,19 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.agreements import service
+from app.agreements import approvals, service
+from app.errors import Forbidden
 from app.policy.document import ReceivedDocument
-from app.types import LongText, VocabularyName
+from app.types import LongText, PersonName, VocabularyName
 from app.web.auth import Manager, Overseer
-from app.web.deps import DbSession, Live
+from app.web.deps import AppSettings, DbSession, Live, Now
 from app.web.problems import Problem
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
 AgreementId = Annotated[VocabularyName, Path()]
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]  # the database's integer
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem},
     409: {"model": Problem, "description": "Exists already, or not in a state to change"},
@@ -64,8 +67,55 @@ class StatusChangeIn(BaseModel):
     reason: LongText
 
 
+class ApprovalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signatory: PersonName = Field(
+        description="Who signed for the agency: a person's name or staff id (required)"
+    )
+    agency: VocabularyName = Field(
+        description="The party agency that approves; the client must be bound to it"
+    )
+    note: LongText | None = None
+
+
+class ApprovalOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int = Field(
+        description="The version approved: this one, or an earlier one with the same terms"
+    )
+    agency: str
+    signatory: str
+    client: str = Field(description="The API client that sent the approval")
+    note: str | None
+    approved_at: datetime
+
+
+class SignOffOut(BaseModel):
+    agreement_id: str
+    version: int
+    status: str
+    parties: list[str] = Field(
+        description="The agencies it names as providers and recipients, groups expanded"
+    )
+    approvals: list[ApprovalOut] = Field(description="The approvals of its terms, oldest first")
+    missing: list[str] = Field(description="The parties whose approval is still missing")
+
+
 def _out(row: Any) -> AgreementVersionOut:
     return AgreementVersionOut.model_validate(row)
+
+
+def _sign_off_out(state: approvals.SignOff) -> SignOffOut:
+    return SignOffOut(
+        agreement_id=state.row.agreement_id,
+        version=state.row.version,
+        status=state.row.status,
+        parties=list(state.parties),
+        approvals=[ApprovalOut.model_validate(approval) for approval in state.approvals],
+        missing=list(state.missing),
+    )
 
 
 @router.get("")
@@ -106,9 +156,15 @@ def create_agreement(
 
 @router.post("/{agreement_id}/versions", status_code=201, responses=WRITE_ERRORS)
 def revise_agreement(
-    body: RevisionIn, session: DbSession, live: Live, caller: Manager, agreement_id: AgreementId
+    body: RevisionIn,
+    session: DbSession,
+    live: Live,
+    settings: AppSettings,
+    caller: Manager,
+    agreement_id: AgreementId,
 ) -> AgreementVersionOut:
-    """Store changed terms as a new version; the old version stays readable."""
+    """Store changed terms as a new version; the old version stays readable. With
+    ACCORD_REQUIRE_SIGNOFF, new terms of an active agreement are pending-approval."""
     row = service.revise_agreement(
         session,
         agreement_id=agreement_id,
@@ -116,6 +172,7 @@ def revise_agreement(
         vocabulary=live.current.vocabulary,
         reason=body.reason,
         actor=caller.client_id,
+        signoff=settings.require_signoff,
     )
     out = _out(row)
     session.commit()
@@ -128,6 +185,7 @@ def _status_change(action: str) -> Any:
         body: StatusChangeIn,
         session: DbSession,
         live: Live,
+        settings: AppSettings,
         caller: Manager,
         agreement_id: AgreementId,
     ) -> AgreementVersionOut:
@@ -138,6 +196,7 @@ def _status_change(action: str) -> Any:
             reason=body.reason,
             vocabulary=live.current.vocabulary,
             actor=caller.client_id,
+            signoff=settings.require_signoff,
         )
         out = _out(row)
         session.commit()
@@ -146,6 +205,11 @@ def _status_change(action: str) -> Any:
 
     change.__name__ = f"{action}_agreement"
     change.__doc__ = f"{action.capitalize()} the agreement: a new version with the new status."
+    if action == "activate":
+        change.__doc__ += (
+            " With ACCORD_REQUIRE_SIGNOFF it is pending-approval until every party has approved"
+            " its terms (POST .../versions/{version}/approvals)."
+        )
     return change
 
 
@@ -156,3 +220,53 @@ for _action in ("activate", "suspend", "revoke"):
         responses=WRITE_ERRORS,
         response_model=AgreementVersionOut,
     )(_status_change(_action))
+
+
+@router.get("/{agreement_id}/versions/{version}/approvals", responses={404: {"model": Problem}})
+def version_approvals(
+    session: DbSession,
+    live: Live,
+    caller: Overseer,
+    agreement_id: AgreementId,
+    version: VersionNumber,
+) -> SignOffOut:
+    """The parties to a version, their approvals of its terms and whose is still missing."""
+    return _sign_off_out(
+        approvals.version_sign_off(session, agreement_id, version, live.current.vocabulary)
+    )
+
+
+@router.post(
+    "/{agreement_id}/versions/{version}/approvals",
+    status_code=201,
+    responses={**WRITE_ERRORS, 403: {"model": Problem, "description": "Not bound to the agency"}},
+)
+def approve_version(
+    body: ApprovalIn,
+    session: DbSession,
+    live: Live,
+    caller: Manager,
+    now: Now,
+    agreement_id: AgreementId,
+    version: VersionNumber,
+) -> SignOffOut:
+    """A party agency's approval of the current version, signed by a named person (a
+    second by the same agency is 409). The last party's approval of a version pending
+    approval activates it. Answers the sign-off of the current version afterwards."""
+    if body.agency not in caller.agencies:
+        raise Forbidden(f"client '{caller.client_id}' is not bound to {body.agency}")
+    row = service.approve_version(
+        session,
+        agreement_id=agreement_id,
+        version=version,
+        agency=body.agency,
+        signatory=body.signatory,
+        note=body.note,
+        client=caller.client_id,
+        vocabulary=live.current.vocabulary,
+        now=now,
+    )
+    out = _sign_off_out(approvals.sign_off(session, row, live.current.vocabulary))
+    session.commit()
+    live.refresh()  # an activation: this replica decides on it from its next decision
+    return out

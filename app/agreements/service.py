@@ -1,4 +1,5 @@
-"""Agreements as immutable versions: create, revise, activate, suspend, revoke, import.
+"""Agreements as immutable versions: create, revise, activate, suspend, revoke, import,
+and the parties' approvals that activation awaits with ACCORD_REQUIRE_SIGNOFF.
 
 Every write goes through `_store_version`: the document is validated against
 the vocabulary, stored as the next version, logged in the change log and the
@@ -14,23 +15,27 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.agreements import approvals
 from app.changelog.service import record_change
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.policy.agreements import Agreement, AgreementInvalid, Problem, parse_agreement
 from app.policy.vocabulary import Vocabulary
 from app.store.revisions import POLICY
-from app.store.tables import AgreementVersion
+from app.store.tables import AgreementApproval, AgreementVersion
 
+PENDING = "pending-approval"  # activated, awaiting the approval of every party
 # action -> (statuses it may start from, status it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "activate": (frozenset({"draft", "suspended"}), "active"),
+    "activate": (frozenset({"draft", "suspended", PENDING}), "active"),
     "suspend": (frozenset({"active"}), "suspended"),
-    "revoke": (frozenset({"draft", "active", "suspended"}), "revoked"),
+    "revoke": (frozenset({"draft", "active", "suspended", PENDING}), "revoked"),
 }
 PAST_TENSE = {"activate": "activated", "suspend": "suspended", "revoke": "revoked"}
+SUBMITTED = "submitted"  # an activation that awaits approvals: the version is PENDING
+APPROVABLE = frozenset({"draft", "suspended", PENDING})  # statuses a party may approve in
 # The changes an import makes; any other was made over the API
 IMPORTED = "imported"
 FORCE_IMPORTED = "force-imported"  # over changes made over the API since the last import
@@ -105,6 +110,26 @@ def current_version(session: Session, agreement_id: str) -> AgreementVersion:
     row = _latest(session, agreement_id)
     if row is None:
         raise NotFound(f"no agreement '{agreement_id}'")
+    return row
+
+
+def _locked_current(session: Session, agreement_id: str) -> AgreementVersion:
+    """The current version, under a lock on it held until the transaction ends, so the
+    approvals and activations of one agreement take turns, each seeing what those before
+    it committed. The lock is a write of nothing to the version (PostgreSQL's row lock,
+    SQLite's one writer); a version added meanwhile is a conflict."""
+    row = current_version(session, agreement_id)
+    session.execute(
+        update(AgreementVersion)
+        .where(
+            AgreementVersion.agreement_id == agreement_id,
+            AgreementVersion.version == row.version,
+        )
+        .values(status=AgreementVersion.status)
+        .execution_options(synchronize_session=False)
+    )
+    if current_version(session, agreement_id).version != row.version:
+        raise Conflict(f"agreement '{agreement_id}' changed meanwhile; read it again and retry")
     return row
 
 
@@ -201,8 +226,10 @@ def revise_agreement(
     vocabulary: Vocabulary,
     reason: str | None,
     actor: str,
+    signoff: bool = False,
 ) -> AgreementVersion:
-    """A new version with changed terms; its status stays what it was."""
+    """A new version with changed terms; its status stays what it was, but with `signoff`
+    (ACCORD_REQUIRE_SIGNOFF) new terms of an active agreement await every party's approval."""
     previous = current_version(session, agreement_id)
     if previous.status == "revoked":
         raise Conflict(f"agreement '{agreement_id}' is revoked; it cannot change")
@@ -217,6 +244,8 @@ def revise_agreement(
         )
     if _digest(document) == previous.content_sha256:
         raise Conflict(f"the document is the same as version {previous.version}")
+    if signoff and status == "active":
+        document["status"] = PENDING
     return _store_version(
         session,
         document=document,
@@ -236,10 +265,24 @@ def change_status(
     reason: str | None,
     vocabulary: Vocabulary,
     actor: str,
+    signoff: bool = False,
 ) -> AgreementVersion:
-    """Activate, suspend or revoke: a new version that differs only in status."""
+    """Activate, suspend or revoke: a new version that differs only in status.
+
+    With `signoff` (ACCORD_REQUIRE_SIGNOFF) an activation leads to PENDING until every
+    party has approved the version's terms, and a PENDING version activates only then."""
     starts, target = TRANSITIONS[action]
-    previous = current_version(session, agreement_id)
+    change = PAST_TENSE[action]
+    if signoff and action == "activate":
+        previous = _locked_current(session, agreement_id)  # approvals arriving meanwhile wait
+        missing = approvals.sign_off(session, previous, vocabulary).missing
+        if missing and previous.status == PENDING:
+            awaited = ", ".join(missing)
+            raise Conflict(f"agreement '{agreement_id}' awaits the approval of {awaited}")
+        if missing:
+            target, change = PENDING, SUBMITTED
+    else:
+        previous = current_version(session, agreement_id)
     if previous.status not in starts:
         raise Conflict(f"agreement '{agreement_id}' is {previous.status}; it cannot {action}")
     return _store_version(
@@ -247,10 +290,84 @@ def change_status(
         document={**previous.document, "status": target},
         vocabulary=vocabulary,
         previous=previous,
-        change=PAST_TENSE[action],
+        change=change,
         reason=reason,
         actor=actor,
     )
+
+
+def approve_version(
+    session: Session,
+    *,
+    agreement_id: str,
+    version: int,
+    agency: str,
+    signatory: str,
+    note: str | None,
+    client: str,
+    vocabulary: Vocabulary,
+    now: datetime,
+) -> AgreementVersion:
+    """Record `signatory`'s approval, for the party `agency`, of the agreement's current
+    version `version`, sent by `client`, and log it. The approval that completes the
+    sign-off of a PENDING version activates it, as `activate` does. Returns the current
+    version afterwards."""
+    row = _locked_current(session, agreement_id)
+    if version > row.version:
+        raise NotFound(f"agreement '{agreement_id}' has no version {version}")
+    if version < row.version:
+        raise Conflict(f"version {version} of '{agreement_id}' is not current: {row.version} is")
+    if row.status not in APPROVABLE:
+        raise Conflict(f"agreement '{agreement_id}' is {row.status}; there is nothing to approve")
+    state = approvals.sign_off(session, row, vocabulary)
+    if agency not in state.parties:
+        raise InvalidRequest(
+            "agency", f"{agency} is not a party to '{agreement_id}': {', '.join(state.parties)} are"
+        )
+    earlier = next((a for a in state.approvals if a.agency == agency), None)
+    if earlier is not None:
+        raise Conflict(
+            f"{agency} approved these terms already (version {earlier.version}, "
+            f"signed by {earlier.signatory})"
+        )
+    session.add(
+        AgreementApproval(
+            agreement_id=agreement_id,
+            version=version,
+            agency=agency,
+            signatory=signatory,
+            client=client,
+            note=note,
+            approved_at=now,
+        )
+    )
+    record_change(
+        session,
+        moves=None,  # an approval changes no policy; the activation it completes does
+        actor=client,
+        action="agreement.approved",
+        target_type="agreement",
+        target_id=agreement_id,
+        before=None,
+        after={
+            "version": version,
+            "agency": agency,
+            "signatory": signatory,
+            "client": client,
+            "note": note,
+        },
+    )
+    if row.status == PENDING and state.missing == (agency,):
+        return change_status(
+            session,
+            agreement_id=agreement_id,
+            action="activate",
+            reason=f"approved by every party, last by {signatory} for {agency}",
+            vocabulary=vocabulary,
+            actor=client,
+            signoff=True,
+        )
+    return row
 
 
 def _changed_elsewhere(session: Session, agreement_id: str) -> list[AgreementVersion]:

@@ -26,7 +26,8 @@ def record_change(
 ) -> None:
     """Log a change and move the revision it `moves`: POLICY for agreements, CLIENTS
     for API clients; None where the change moves a feed of its own (register
-    writes append to the register change feed, app/register/feed.py).
+    writes append to the register change feed, app/register/feed.py) or none (an
+    approval of an agreement version).
 
     Both join the caller's transaction: they commit with the change or not at
     all, and every replica follows once they do (recompiling its policy, or

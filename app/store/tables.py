@@ -11,12 +11,14 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -146,6 +148,29 @@ class AgreementVersion(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(128))
+
+
+class AgreementApproval(Base):
+    """A named signatory's approval, for one party agency, of one agreement version;
+    append-only (ACCORD_REQUIRE_SIGNOFF)."""
+
+    __tablename__ = "agreement_approvals"
+    __table_args__ = (
+        UniqueConstraint("agreement_id", "version", "agency"),
+        ForeignKeyConstraint(
+            ["agreement_id", "version"],
+            ["agreement_versions.agreement_id", "agreement_versions.version"],
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agreement_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    agency: Mapped[str] = mapped_column(String(128))
+    signatory: Mapped[str] = mapped_column(String(128))  # the person who signed for the agency
+    client: Mapped[str] = mapped_column(String(128))  # the API client that sent the approval
+    note: Mapped[str | None] = mapped_column(Text)
+    approved_at: Mapped[datetime]
 
 
 class RegisterEntry(Base):

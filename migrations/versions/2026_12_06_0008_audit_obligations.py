@@ -7,11 +7,11 @@ Create Date: 2026-12-06
 
 `audit_decisions.obligations` holds the obligations a permit was given on (a JSON
 list of `{"field", "mask"}`; `[]` for none), `routes_offered` the kinds of lawful
-route a deny offered (`["consent", "break-glass"]`; `[]` for none). `chain_version` says which columns a
-row's hash covers (app/audit/chain.py): rows already written are format 1, which
-does not cover them (theirs stay NULL: not recorded); the writer writes format 2,
-which covers `chain_version`, `obligations` and `routes_offered` too. Verification checks
-each row by its own format, so the old rows still verify.
+route a deny offered (`["consent", "break-glass"]`; `[]` for none). `chain_version`
+says which columns a row's hash covers (app/audit/chain.py): rows already written
+are format 1, which does not cover them (theirs stay NULL: not recorded); the writer
+writes format 2, which covers `chain_version`, `obligations` and `routes_offered`
+too. Verification checks each row by its own format, so the old rows still verify.
 """
 
 from __future__ import annotations
