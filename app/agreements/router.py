@@ -68,7 +68,18 @@ class StatusChangeIn(BaseModel):
 
 
 class ApprovalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "signatory": "Dr A. Okafor, Caldicott Guardian",
+                    "agency": "nhs.blackpool-hospitals",
+                    "note": "Approved at the IG board of 2026-12-01",
+                }
+            ]
+        },
+    )
 
     signatory: PersonName = Field(
         description="Who signed for the agency: a person's name or staff id (required)"
@@ -93,6 +104,34 @@ class ApprovalOut(BaseModel):
 
 
 class SignOffOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "agreement_id": "isa-health-schools-draft",
+                    "version": 2,
+                    "status": "pending-approval",
+                    "parties": [
+                        "edu.blackpool-schools",
+                        "nhs.blackpool-hospitals",
+                        "nhs.lancashire-mental-health",
+                    ],
+                    "approvals": [
+                        {
+                            "version": 2,
+                            "agency": "nhs.blackpool-hospitals",
+                            "signatory": "Dr A. Okafor, Caldicott Guardian",
+                            "client": "bth-ig",
+                            "note": None,
+                            "approved_at": "2026-12-06T10:15:00Z",
+                        }
+                    ],
+                    "missing": ["edu.blackpool-schools", "nhs.lancashire-mental-health"],
+                }
+            ]
+        }
+    )
+
     agreement_id: str
     version: int
     status: str

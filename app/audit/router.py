@@ -417,6 +417,20 @@ def verify(request: Request, caller: Auditor) -> VerificationOut:
 class ChainHeadOut(BaseModel):
     """The chain head as a witness keeps it, one JSON line at a time, outside the database."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "seq": 1048576,
+                    "hash": "9f2c6a0d3b1e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c",
+                    "decision_id": "54c4fc90-41ce-43bd-b4c8-301869830b2c",
+                    "read_at": "2026-11-25T09:40:00Z",
+                    "signature": "ed25519:94db081fc5b1fb21:3q2+7w...",
+                }
+            ]
+        }
+    )
+
     seq: int = Field(description="The newest audit row's seq")
     hash: str = Field(description="Its row_hash, which commits to every row before it")
     decision_id: str | None = Field(description="Its decision; null once a purge removed it")

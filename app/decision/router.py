@@ -44,7 +44,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class SimulationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request": {
+                        "requester": "la.riverton.childrens-services",
+                        "holder": "police.riverton",
+                        "subject": {"id": "P-1001", "attributes": {"age": 12}},
+                        "fields": ["criminal.convictions"],
+                        "purpose": "safeguarding.children",
+                    },
+                    "explain": True,
+                }
+            ]
+        },
+    )
 
     request: BatchDecisionRequest = Field(description="As for /v1/decisions/batch")
     agreement: ReceivedDocument | None = Field(
@@ -84,6 +100,48 @@ class PolicyLineOut(BaseModel):
 
 
 class LeafTraceOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "field": "criminal.convictions",
+                    "lines": [
+                        {
+                            "stage": "4",
+                            "requester": "la.riverton.childrens-services",
+                            "holder": "police.riverton",
+                            "person": "*",
+                            "field": "criminal.convictions",
+                            "purpose": "safeguarding.children",
+                            "min_age": "",
+                            "max_age": "017",
+                            "emergency": "*",
+                            "valid_from": "2025-04-01T00:00:00Z",
+                            "valid_until": "2099-04-01T00:00:00Z",
+                            "source": "isa-riverton-mash@1:grant",
+                            "eft": "allow",
+                        }
+                    ],
+                    "deciding_line": {
+                        "stage": "4",
+                        "requester": "la.riverton.childrens-services",
+                        "holder": "police.riverton",
+                        "person": "*",
+                        "field": "criminal.convictions",
+                        "purpose": "safeguarding.children",
+                        "min_age": "",
+                        "max_age": "017",
+                        "emergency": "*",
+                        "valid_from": "2025-04-01T00:00:00Z",
+                        "valid_until": "2099-04-01T00:00:00Z",
+                        "source": "isa-riverton-mash@1:grant",
+                        "eft": "allow",
+                    },
+                }
+            ]
+        }
+    )
+
     field: str = Field(description="The leaf field evaluated (a category: each of its leaves)")
     lines: list[PolicyLineOut] = Field(
         description="Casbin's candidate lines for this question, in stage order"
