@@ -55,7 +55,7 @@ test-system-packages:
 test: $(STAMP) test-system-packages
 	$(BIN)/ruff check app tests migrations bench clients
 	$(BIN)/ruff format --check app tests migrations bench clients
-	$(BIN)/mypy app tests clients/python/accord_client
+	$(BIN)/mypy app tests bench clients/python/accord_client
 	$(BIN)/lint-imports
 	$(ACCORD) policy test policies/tests
 	$(BIN)/pytest
@@ -67,7 +67,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests migrations bench clients
-	$(BIN)/mypy app tests clients/python/accord_client
+	$(BIN)/mypy app tests bench clients/python/accord_client
 	$(BIN)/lint-imports
 
 # The performance benchmarks in one recorded run (a few minutes; not part of `make test`).

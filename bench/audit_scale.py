@@ -20,13 +20,16 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from app.audit.chain import GENESIS, chain_rows
+from app.audit.chain import GENESIS, ChainHead, chain_rows
 from app.audit.integrity import verify_chain
 from app.audit.queries import AuditFilter, search_decisions
+from app.audit.signing import AuditSigner
 from app.store.database import make_engine, upgrade_schema
 from app.store.tables import AuditChainHead, AuditDecision
 
@@ -38,7 +41,7 @@ REASONS = ["agreement", "field-not-covered", "purpose-not-covered", "no-agreemen
 WRITE_BATCH = 20_000
 
 
-def _rows(count: int, persons: int, start: datetime, rng: random.Random) -> list[dict[str, object]]:
+def _rows(count: int, persons: int, start: datetime, rng: random.Random) -> list[dict[str, Any]]:
     rows = []
     for _ in range(count):
         reason = rng.choice(REASONS)
@@ -85,6 +88,7 @@ def main() -> None:
     rng = random.Random(7)
     start = datetime(2026, 1, 1, tzinfo=UTC)
 
+    signer = AuditSigner(Ed25519PrivateKey.generate())  # each head signed, as the writer does
     started = time.perf_counter()
     seq, previous = 0, GENESIS
     while seq < args.rows:
@@ -96,7 +100,11 @@ def main() -> None:
             connection.execute(
                 update(AuditChainHead)
                 .where(AuditChainHead.id == 1)
-                .values(last_seq=seq, last_hash=previous)
+                .values(
+                    last_seq=seq,
+                    last_hash=previous,
+                    signature=signer.sign(ChainHead(seq, previous).statement()),
+                )
             )
     build_seconds = time.perf_counter() - started
 
@@ -110,7 +118,7 @@ def main() -> None:
 
     began = time.perf_counter()
     with engine.connect() as connection:
-        verification = verify_chain(connection)
+        verification = verify_chain(connection, signer.keyring())
     verify_seconds = time.perf_counter() - began
     engine.dispose()
     assert verification.intact and verification.rows_checked == args.rows, verification
