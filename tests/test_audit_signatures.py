@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from app.audit.chain import ChainHead, chain_rows
+from app.audit.chain import GENESIS, ChainHead, chain_rows
 from app.audit.integrity import purge_before, read_head, verify_chain
 from app.audit.signing import KeyRing, SigningKeyError, load_public_key, public_path
 from app.config import Settings
@@ -89,6 +89,36 @@ def _forge_checkpoint(
     }
     with engine.begin() as connection:
         connection.execute(insert(AuditCheckpoint).values(values))
+
+
+def _rewrite(engine: Engine, seq: int, column: str, value: Any) -> None:
+    """What a writer with the code but not the key does: change row `seq`, re-hash it and
+    every row after it, and point the head at the new last hash (its signature unchanged)."""
+    rows = [_row(engine, n) for n in range(seq, ROWS + 1)]
+    rows[0][column] = value
+    previous = _row(engine, seq - 1)["row_hash"] if seq > 1 else GENESIS
+    rechained = chain_rows(
+        [
+            {k: v for k, v in row.items() if k not in ("seq", "prev_hash", "row_hash")}
+            for row in rows
+        ],
+        after_seq=seq - 1,
+        after_hash=previous,
+    )
+    with engine.begin() as connection:
+        for row in rechained:
+            connection.execute(
+                update(AuditDecision)
+                .where(AuditDecision.seq == row["seq"])
+                .values(
+                    {
+                        column: row[column],
+                        "prev_hash": row["prev_hash"],
+                        "row_hash": row["row_hash"],
+                    }
+                )
+            )
+        connection.execute(update(AuditChainHead).values(last_hash=rechained[-1]["row_hash"]))
 
 
 @pytest.fixture
@@ -163,27 +193,8 @@ def test_the_purge_permission_does_not_let_todays_rows_go_unseen(engine: Engine)
 def test_a_chain_rewritten_hashes_and_all_fails_on_the_head_signature(chain: Engine) -> None:
     """The attacker has the code: they change a row, re-chain every row after it and move
     the head, but cannot sign the new head."""
-    rows = [_row(chain, seq) for seq in range(25, ROWS + 1)]
-    rows[0]["decision"] = "permit" if rows[0]["decision"] == "deny" else "deny"
-    before = _row(chain, 24)
-    rechained = chain_rows(
-        [
-            {k: v for k, v in row.items() if k not in ("seq", "prev_hash", "row_hash")}
-            for row in rows
-        ],
-        after_seq=24,
-        after_hash=before["row_hash"],
-    )
-    with chain.begin() as connection:
-        for row in rechained:
-            connection.execute(
-                update(AuditDecision)
-                .where(AuditDecision.seq == row["seq"])
-                .values(
-                    decision=row["decision"], prev_hash=row["prev_hash"], row_hash=row["row_hash"]
-                )
-            )
-        connection.execute(update(AuditChainHead).values(last_hash=rechained[-1]["row_hash"]))
+    decision = _row(chain, 25)["decision"]
+    _rewrite(chain, 25, "decision", "permit" if decision == "deny" else "deny")
     assert "the chain head has a signature that does not verify" in (_broken(chain) or "")
 
 
@@ -242,26 +253,7 @@ def test_a_saved_head_proves_the_rows_before_it_and_a_forged_one_is_refused(
     )
     # A row before the saved head replaced by a re-chained copy, head re-pointed and its
     # signature kept: the head's signature catches it, and so does the saved head.
-    rows = [_row(chain, seq) for seq in range(1, ROWS + 1)]
-    rows[9]["case_ref"] = "CP-FORGED"
-    rechained = chain_rows(
-        [
-            {k: v for k, v in row.items() if k not in ("seq", "prev_hash", "row_hash")}
-            for row in rows
-        ],
-        after_seq=0,
-        after_hash="0" * 64,
-    )
-    with chain.begin() as connection:
-        for row in rechained:
-            connection.execute(
-                update(AuditDecision)
-                .where(AuditDecision.seq == row["seq"])
-                .values(
-                    case_ref=row["case_ref"], prev_hash=row["prev_hash"], row_hash=row["row_hash"]
-                )
-            )
-        connection.execute(update(AuditChainHead).values(last_hash=rechained[-1]["row_hash"]))
+    _rewrite(chain, 10, "case_ref", "CP-FORGED")
     with chain.connect() as connection:
         result = verify_chain(connection, _keys(), [saved])
     assert result.broken is not None
