@@ -125,10 +125,45 @@ def decide(
             trace=None if trace is None else trace[-1],
         )
         if not decision.permit:
-            routes = lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
+            routes = _remembered_routes(policy, question, facts, now, enforcer, memo)
             decision = replace(decision, routes=routes)
         decisions.append(decision)
     return decisions
+
+
+def _memo_key(question: Question, facts: PersonFacts) -> tuple[object, ...]:
+    """Every input an answer about a person with no register entry depends on."""
+    return (
+        question.requester,
+        question.holder,
+        question.field,
+        question.purpose,
+        question.emergency,
+        facts.age,
+        facts.info_unavailable,
+    )
+
+
+def _remembered_routes(
+    policy: CompiledPolicy,
+    question: Question,
+    facts: PersonFacts,
+    now: datetime,
+    enforcer: Enforcer,
+    memo: Memo | None,
+) -> tuple[Route, ...]:
+    """A deny's lawful routes, remembered as a leaf's answer is (the same inputs decide
+    them): finding them asks the evaluator several changed questions."""
+    if memo is None or not facts.register.empty:
+        return lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
+    answers = memo.at(casbin_time(now))
+    key = ("routes", *_memo_key(question, facts))
+    routes: tuple[Route, ...] | None = answers.get(key)
+    if routes is None:
+        routes = answers[key] = lawful_routes(
+            policy, question, facts, now, enforcer=enforcer, memo=memo
+        )
+    return routes
 
 
 def evaluate(
@@ -201,15 +236,7 @@ def _evaluate_leaf(
         # a registered person's entries change without a new policy revision
         return _decide(policy, question, facts, now, moment, enforcer, trace)
     answers = memo.at(moment)
-    key = (
-        question.requester,
-        question.holder,
-        question.field,
-        question.purpose,
-        question.emergency,
-        facts.age,
-        facts.info_unavailable,
-    )
+    key = _memo_key(question, facts)
     decision: Decision | None = answers.get(key)
     if decision is None:
         decision = answers[key] = _decide(policy, question, facts, now, moment, enforcer, None)
