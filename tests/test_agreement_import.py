@@ -77,6 +77,16 @@ def test_a_suspension_over_the_api_survives_a_reimport_unless_forced(
     newest = server.get("/v1/changes", params={"target_id": SUSPENDED}).json()["items"][0]
     assert (newest["action"], newest["actor"]) == ("agreement.force-imported", "ig.officer")
 
+    # A revocation is final: not even --force brings the agreement back.
+    revoked = server.post(f"{path}/revoke", json={"reason": "superseded"})
+    assert revoked.json()["status"] == "revoked"
+    stored = _stored(engine)
+    final = accord("agreements", "import", str(folder), "--force", env=env, check=False)
+    assert final.returncode == 1
+    assert f"'{SUSPENDED}' is revoked; it cannot change, not even with --force" in final.stderr
+    assert _stored(engine) == stored
+    assert server.get(path).json()["status"] == "revoked"
+
 
 def _bad_folder(tmp_path: Path) -> Path:
     """Two files with YAML syntax errors, one with a schema error, one valid."""

@@ -149,3 +149,15 @@ def test_export_is_a_casbin_model_and_policy_casbin_can_load(
     assert not enforcer.enforce(
         *child, "criminal.convictions", "safeguarding.children", "030", "no", now
     )
+
+
+@pytest.mark.slow
+def test_a_database_that_cannot_be_opened_is_a_clear_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    env = {"ACCORD_DATABASE_URL": f"sqlite:///{tmp_path / 'no-such-folder' / 'accord.db'}"}
+    result = accord("policy", "export", "--out", str(tmp_path / "out"), env=env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: ACCORD_DATABASE_URL cannot be used: unable to open database file"
+    )

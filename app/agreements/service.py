@@ -417,7 +417,8 @@ def import_agreements(
     document, or an agreement changed over the API since its last import that
     the import would change (undoing a suspension, say) refuses the whole
     import, naming each, so the live policy never holds half of a set of files.
-    With `force` the import overwrites such changes, recorded as FORCE_IMPORTED.
+    With `force` the import overwrites such changes, recorded as FORCE_IMPORTED; a
+    revoked agreement is final, as it is over the API, and refuses any change.
     """
     parsed: list[tuple[Agreement, dict[str, Any], str]] = []
     problems = [str(exc) for exc in unreadable]
@@ -441,6 +442,12 @@ def import_agreements(
         previous = _latest(session, agreement.id)
         if previous is not None and previous.content_sha256 == _digest(document):
             results.append(ImportResult(agreement.id, previous.version, change=None))
+            continue
+        if previous is not None and previous.status == "revoked":
+            problems.append(
+                f"{source}: '{agreement.id}' is revoked; it cannot change, not even with "
+                "--force (a revocation is final: give the agreement a new id)"
+            )
             continue
         elsewhere = [] if previous is None else _changed_elsewhere(session, agreement.id)
         if elsewhere and not force:

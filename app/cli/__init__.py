@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sqlalchemy.exc import OperationalError
+
 from app.audit.signing import SigningKeyError
 from app.cli import agreements, audit, clients, db, decide, keys, policy, register, serve
 from app.policy.files import DocumentError
@@ -30,5 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.run(args)
     except (DocumentError, SigningKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:  # the driver's first line; never the URL's password
+        reason = str(exc.orig or exc).splitlines()[0]
+        print(f"error: ACCORD_DATABASE_URL cannot be used: {reason}", file=sys.stderr)
         return 2
     return code
