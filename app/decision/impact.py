@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from app.decision.engine import Enforcer, PersonFacts
-from app.decision.plans import NO_PERSON, make_plan
+from app.decision.plans import NO_PERSON, PlannedField, make_plan
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.policy.agreements import Agreement, AgreementStatus, parse_agreement
 from app.policy.compiler import CompiledPolicy
@@ -167,19 +167,20 @@ def _flows(
                 fields=scope.fields,
             )
             for held in plan.holders:
-                for condition, planned in (
+                placed: tuple[tuple[Condition, list[PlannedField]], ...] = (
                     ("outright", held.permitted),
                     ("with-consent", held.with_consent),
                     ("within-age-bounds", held.within_age_bounds),
                     ("break-glass-only", held.break_glass_only),
-                ):
+                )
+                for condition, planned in placed:
                     flows.update(
                         Flow(
                             held.holder,
                             requester,
                             purpose,
                             item.field,
-                            condition,  # type: ignore[arg-type]
+                            condition,
                             item.agreement_id,
                             item.agreement_version,
                             item.min_age,
