@@ -19,7 +19,6 @@ from app.audit.integrity import head_decision_id, read_head, verify_chain
 from app.audit.record import AuditRecord, RecordedObligation
 from app.audit.signing import AuditSigner
 from app.decision.reasons import ReasonCode
-from app.errors import InvalidParams
 from app.policy.vocabulary import Tree, Vocabulary
 from app.store.tables import AuditDecision
 from app.types import (
@@ -100,18 +99,14 @@ class AuditFilterParams(BaseModel):
     def to_filter(self, vocabulary: Vocabulary) -> queries.AuditFilter:
         """The filter, once every agency, field and purpose named is in the vocabulary: a
         misspelt name would otherwise answer "no decisions", a wrong answer (422)."""
-        unknown = [
-            (place, f"'{name}' is not {what} in the vocabulary")
-            for place, name, known, what in (
-                ("requester", self.requester, vocabulary.agencies, "an agency"),
-                ("holder", self.holder, vocabulary.agencies, "an agency"),
-                ("field", self.field, vocabulary.fields, "a field"),
-                ("purpose", self.purpose, vocabulary.purposes, "a purpose"),
+        vocabulary.refuse_unknown(
+            (
+                ("requester", self.requester, "agency"),
+                ("holder", self.holder, "agency"),
+                ("field", self.field, "field"),
+                ("purpose", self.purpose, "purpose"),
             )
-            if name is not None and name not in known
-        ]
-        if unknown:
-            raise InvalidParams(unknown)
+        )
 
         def with_descendants(name: str | None, tree: Tree) -> frozenset[str] | None:
             return None if name is None else tree.descendants[name]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from app.decision import service
 from app.decision.engine import LeafTrace
@@ -99,44 +99,32 @@ class PolicyLineOut(BaseModel):
     eft: Literal["allow", "deny"]
 
 
+# One line as a trace shows it (the example of LeafTraceOut).
+EXAMPLE_LINE: dict[str, JsonValue] = {
+    "stage": "4",
+    "requester": "la.riverton.childrens-services",
+    "holder": "police.riverton",
+    "person": "*",
+    "field": "criminal.convictions",
+    "purpose": "safeguarding.children",
+    "min_age": "",
+    "max_age": "017",
+    "emergency": "*",
+    "valid_from": "2025-04-01T00:00:00Z",
+    "valid_until": "2099-04-01T00:00:00Z",
+    "source": "isa-riverton-mash@1:grant",
+    "eft": "allow",
+}
+
+
 class LeafTraceOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
                     "field": "criminal.convictions",
-                    "lines": [
-                        {
-                            "stage": "4",
-                            "requester": "la.riverton.childrens-services",
-                            "holder": "police.riverton",
-                            "person": "*",
-                            "field": "criminal.convictions",
-                            "purpose": "safeguarding.children",
-                            "min_age": "",
-                            "max_age": "017",
-                            "emergency": "*",
-                            "valid_from": "2025-04-01T00:00:00Z",
-                            "valid_until": "2099-04-01T00:00:00Z",
-                            "source": "isa-riverton-mash@1:grant",
-                            "eft": "allow",
-                        }
-                    ],
-                    "deciding_line": {
-                        "stage": "4",
-                        "requester": "la.riverton.childrens-services",
-                        "holder": "police.riverton",
-                        "person": "*",
-                        "field": "criminal.convictions",
-                        "purpose": "safeguarding.children",
-                        "min_age": "",
-                        "max_age": "017",
-                        "emergency": "*",
-                        "valid_from": "2025-04-01T00:00:00Z",
-                        "valid_until": "2099-04-01T00:00:00Z",
-                        "source": "isa-riverton-mash@1:grant",
-                        "eft": "allow",
-                    },
+                    "lines": [EXAMPLE_LINE],
+                    "deciding_line": EXAMPLE_LINE,
                 }
             ]
         }

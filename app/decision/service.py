@@ -22,8 +22,6 @@ from app.decision.impact import Action, Impact, assess, proposed
 from app.decision.plans import NO_PERSON, Plan, holders_for, make_plan
 from app.decision.schemas import PlanRequest, Subject
 from app.decision.validate import AnyDecisionRequest, validated_questions
-from app.errors import InvalidRequest
-from app.policy.agreements import parse_agreement
 from app.policy.compiler import CompiledPolicy, with_agreement
 from app.policy.register import NO_ENTRIES
 from app.runtime.callers import Caller
@@ -202,13 +200,13 @@ class DecisionService:
         the policy revision it was made on. Records nothing."""
         snapshot = self.live.snapshot
         policy = snapshot.policy
-        for location, name, known in (
-            ("requester", request.requester, policy.vocabulary.agencies),
-            ("holder", request.holder, policy.vocabulary.agencies),
-            ("purpose", request.purpose, policy.vocabulary.purposes),
-        ):
-            if name is not None and name not in known:
-                raise InvalidRequest(location, f"'{name}' is not in the vocabulary")
+        policy.vocabulary.refuse_unknown(
+            (
+                ("requester", request.requester, "agency"),
+                ("holder", request.holder, "agency"),
+                ("purpose", request.purpose, "purpose"),
+            )
+        )
         caller.check_may_decide(
             requester=request.requester, holder=request.holder or request.requester
         )
@@ -264,13 +262,6 @@ class DecisionService:
 
 
 def _with_draft(policy: CompiledPolicy, draft: dict[str, Any]) -> PolicySnapshot:
-    """`policy` recompiled with `draft` active in place of any agreement with its id."""
-    live_agreement = policy.agreements.get(str(draft.get("id")))
-    live_version = live_agreement.version if live_agreement else 0
-    agreement = parse_agreement(
-        {**draft, "status": "active"},
-        policy.vocabulary,
-        version=live_version + 1,
-        source="draft",
-    )
+    """`policy` recompiled with `draft` active as the next version of its namesake."""
+    agreement = proposed(policy, str(draft.get("id", "")), "version", {**draft, "status": "active"})
     return PolicySnapshot.of(with_agreement(policy, agreement), memoise=False)

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from app.errors import InvalidParams
 from app.policy.agreements import BreakGlass, Grant
 from app.policy.compiler import CompiledPolicy
 from app.policy.vocabulary import FIELD_CLASSES, FieldClass, Vocabulary
@@ -121,16 +120,7 @@ def access_map(
     purpose under it or for one above it (which covers it); `data_class` the grants that
     cover a field of that class. An agency or purpose not in the vocabulary is refused."""
     vocabulary = policy.vocabulary
-    unknown = [
-        (place, f"'{name}' is not {what} in the vocabulary")
-        for place, name, known, what in (
-            ("agency", agency, vocabulary.agencies, "an agency"),
-            ("purpose", purpose, vocabulary.purposes, "a purpose"),
-        )
-        if name is not None and name not in known
-    ]
-    if unknown:
-        raise InvalidParams(unknown)
+    vocabulary.refuse_unknown((("agency", agency, "agency"), ("purpose", purpose, "purpose")))
     related = (
         vocabulary.purposes.lineage[purpose] | vocabulary.purposes.descendants[purpose]
         if purpose is not None

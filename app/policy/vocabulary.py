@@ -10,7 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from app.errors import InvalidParams
+
 FieldClass = Literal["personal", "special-category", "criminal-offence"]
+NameKind = Literal["agency", "purpose", "field"]
 FIELD_CLASSES: tuple[FieldClass, ...] = ("personal", "special-category", "criminal-offence")
 
 
@@ -99,6 +102,23 @@ class Vocabulary:
     def classes_within(self, field_name: str) -> frozenset[FieldClass]:
         """Classes of a field and of every field under it."""
         return frozenset(self.field_classes[name] for name in self.fields.descendants[field_name])
+
+    def refuse_unknown(self, named: Iterable[tuple[str, str | None, NameKind]]) -> None:
+        """Raise InvalidParams naming every place whose agency, purpose or field is not in
+        the vocabulary (a name of None is not given): a misspelt name answered would
+        answer a different question."""
+        known: dict[NameKind, Mapping[str, object] | Tree] = {
+            "agency": self.agencies,
+            "purpose": self.purposes,
+            "field": self.fields,
+        }
+        unknown = [
+            (place, f"'{name}' is not {'an' if kind == 'agency' else 'a'} {kind} in the vocabulary")
+            for place, name, kind in named
+            if name is not None and name not in known[kind]
+        ]
+        if unknown:
+            raise InvalidParams(unknown)
 
 
 def _titles(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
