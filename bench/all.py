@@ -2,7 +2,8 @@
 
     python -m bench.all          # or: make bench (a quarter of an hour or more)
 
-Runs the engine, HTTP (SQLite, then PostgreSQL), audit-commit, register
+Runs the engine, Cerbos-versus-Accord (bench.versus: Cerbos, Accord and a bare endpoint under
+wrk on the shared scenario), HTTP (SQLite, then PostgreSQL), audit-commit, register
 (1,000,000 entries, both backends) and impact-report benchmarks one after another, keeps each
 one's output in var/bench/, writes all their JSON to var/bench/results.json
 and prints the targets table that docs/performance.md records. The 10-million-row audit benchmark
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "var" / "bench"
 RUNS = {
     "engine": ["bench.engine"],
+    "versus": ["bench.versus", "--seconds", "8"],
     "http_sqlite": ["bench.http", "--seconds", "8"],
     "http_postgresql": ["bench.http", "--backend", "postgresql", "--seconds", "8"],
     "audit_commit": ["bench.audit_commit"],
@@ -48,7 +50,7 @@ def _http(rows: list[dict[str, Any]], fields: int, connections: int) -> dict[str
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(target, figure, met) for each target of issues 5 and 13."""
+    """(target, figure, met) for each target of issues 5, 13 and 17."""
     engine = {row["agreements"]: row for row in results["engine"]["engine"]}
     small, large = engine[min(engine)], engine[max(engine)]
     rows: list[tuple[str, str, bool]] = [
@@ -93,6 +95,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 batch["accord_p50_ms"] <= 5,
             ),
         ]
+    # Cerbos, Accord and bare side by side (issue 17): bench.versus states its own targets.
+    rows += [
+        (target, figure, met) for target, figure, met in results["versus"]["versus"]["targets"]
+    ]
     audit = results["audit_commit"]
     group, single = audit["audit"]
     rows.append(

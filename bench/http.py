@@ -87,8 +87,8 @@ LUA = """
 wrk.method = "POST"
 wrk.body = [[%s]]
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
 """
+BEARER = 'wrk.headers["Authorization"] = "Bearer %s"\n'
 
 
 def _wait_ready(url: str, path: str) -> None:
@@ -118,10 +118,12 @@ def _process(command: list[str], env: dict[str, str], url: str, ready: str) -> I
 
 
 def _wrk(
-    url: str, path: str, body: str, key: str, connections: int, seconds: int
+    url: str, path: str, body: str, key: str | None, connections: int, seconds: int
 ) -> dict[str, float]:
+    """wrk POSTing `body`, with `key` as a bearer token if given (bench/versus.py's Cerbos
+    takes none)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % (body, key))
+        script.write(LUA % body + (BEARER % key if key else ""))
     out = subprocess.run(
         [
             "wrk",

@@ -87,3 +87,18 @@ def test_impact_benchmark_times_each_action_and_checks_the_whole_vocabulary() ->
         "version",
     ]
     assert all(check["same"] for check in figures["whole_vocabulary_checks"])
+
+
+def test_versus_benchmark_loads_cerbos_accord_and_bare() -> None:
+    # The first run installs the Cerbos PDP from npm into var/cerbos (hence the timeout).
+    figures = _last_json_line("bench.versus", "--seconds", "1", "--connections", "2")["versus"]
+    assert isinstance(figures, dict)
+    rows = figures["rows"]
+    assert {(row["load"], row["server"]) for row in rows} == {
+        (load, server) for load in ("single", "batch") for server in ("cerbos", "accord", "bare")
+    }
+    assert all(row["rps"] > 0 and row["errors"] == 0 for row in rows)
+    check = figures["check"]  # both asked every leaf field once: equal work
+    assert check["same"] and len(check["fields"]) == 19
+    assert check["cerbos_permitted"] == check["accord_permitted"] != []
+    assert [target for target, _, _ in figures["targets"]]
