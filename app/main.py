@@ -22,6 +22,7 @@ from app.clients.router import router as clients_router
 from app.config import Settings, get_settings
 from app.console.router import router as console_router
 from app.decision.facts import PersonInfoService
+from app.decision.router import decision_router
 from app.decision.router import router as decisions_router
 from app.decision.service import DecisionService
 from app.register.router import IMPORT_PATH
@@ -34,6 +35,7 @@ from app.runtime.register import LiveRegister
 from app.store.database import make_engine
 from app.vocabulary.router import router as vocabulary_router
 from app.web.auth import Authenticate
+from app.web.decision_route import DecisionFastPath
 from app.web.health import router as ops_router
 from app.web.limits import ClientLimits
 from app.web.middleware import BodyLimit, RequestContext
@@ -143,10 +145,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         dependencies=[Depends(reject_unknown_query)],
         docs_url=None,  # /openapi.json needs a key like every other route; see openapi.yaml
         redoc_url=None,
+        # No OpenTelemetry: metrics are Prometheus's (app/runtime/metrics.py). Off, FastAPI
+        # does not look for a provider on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
     for router in (
         ops_router,
+        decision_router,
         decisions_router,
         vocabulary_router,
         agreements_router,
@@ -158,6 +164,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         console_router,
     ):
         app.include_router(router)
+    # innermost: the decision routes' fast path, after the body limit and the key check
+    app.add_middleware(DecisionFastPath, routes=decision_router.routes)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

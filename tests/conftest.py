@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import os
 import socket
 import subprocess
@@ -41,6 +40,7 @@ from app.config import Settings
 from app.main import create_app
 from app.policy.files import agreement_documents, load_vocabulary
 from app.runtime.clock import Clock
+from app.runtime.logs import LOG_OUTPUT
 from app.store.database import make_engine, upgrade_schema
 from tests.postgres import ThrowawayPostgres
 
@@ -297,9 +297,6 @@ class _LoopTransport(httpx.BaseTransport):
         return response.status_code, response.headers.raw, body
 
 
-LOGGERS = ("app", "accord")
-
-
 def _own_state(app: ASGIApp) -> ASGIApp:
     """Each request its own shallow copy of the lifespan state, as uvicorn gives it
     (asgi-lifespan hands every request the one dict, where the app keeps its caller)."""
@@ -337,8 +334,7 @@ class InProcessServer(Server):
     _stopping: asyncio.Event | None = None
     _thread: threading.Thread | None = None
     _failure: BaseException | None = None
-    _log: io.StringIO = field(default_factory=io.StringIO)
-    _log_handler: logging.Handler | None = None
+    _log: io.BytesIO = field(default_factory=io.BytesIO)
 
     @property
     def url(self) -> str:
@@ -358,12 +354,8 @@ class InProcessServer(Server):
 
     def start(self) -> None:
         app = create_app(settings_of(self.env), clock=self.clock)
-        # The app's own log lines (the loggers under app.* and accord.*), as
-        # configure_logging formats them for stdout; every in-process app's alike.
-        self._log_handler = logging.StreamHandler(self._log)
-        self._log_handler.setFormatter(logging.getLogger().handlers[0].formatter)
-        for name in LOGGERS:
-            logging.getLogger(name).addHandler(self._log_handler)
+        # The app's own log lines, as they go to stdout; every in-process app's alike.
+        LOG_OUTPUT.copies.append(self._log)
         started = threading.Event()
 
         async def serve() -> None:
@@ -404,8 +396,7 @@ class InProcessServer(Server):
             self.loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(timeout=60)
         self._thread = None
-        for name in LOGGERS:
-            logging.getLogger(name).removeHandler(self._log_handler)  # type: ignore[arg-type]
+        LOG_OUTPUT.copies.remove(self._log)
         if not self.loop.is_running():
             self.loop.close()
         if self._failure is not None:
@@ -414,7 +405,7 @@ class InProcessServer(Server):
     def logs(self) -> str:
         """The JSON log lines of the app's loggers while this server ran (those of other
         in-process apps running at the same time included; uvicorn's: none)."""
-        return self._log.getvalue()
+        return self._log.getvalue().decode()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

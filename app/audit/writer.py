@@ -119,7 +119,8 @@ class AuditWriter:
         future: asyncio.Future[None] = loop.create_future()
         self._queue.put(_Pending(records, future, loop))
         try:
-            await asyncio.wait_for(future, self._timeout)
+            async with asyncio.timeout(self._timeout):  # lighter than wait_for's extra future
+                await future
         except TimeoutError as exc:
             raise AuditUnavailable("audit commit timed out") from exc
 

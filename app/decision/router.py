@@ -31,10 +31,13 @@ from app.policy.document import ReceivedDocument
 from app.policy.register import Consent
 from app.types import VocabularyName
 from app.web.auth import Decider, Overseer
+from app.web.decision_route import DecisionRoute
 from app.web.deps import Decisions, RequestId
 from app.web.problems import Problem
 
 router = APIRouter(tags=["decisions"])
+# The two decision routes take the fast path (app/web/decision_route.py).
+decision_router = APIRouter(tags=["decisions"], route_class=DecisionRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "The client may not act for these agencies"},
     413: {"model": Problem, "description": "Request body too large"},
@@ -224,7 +227,7 @@ def _json(payload: dict[str, Any]) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
-@router.post("/v1/decisions", response_model=DecisionOut, responses=ERRORS)
+@decision_router.post("/v1/decisions", response_model=DecisionOut, responses=ERRORS)
 async def decide(
     body: DecisionRequest,
     caller: Decider,
@@ -236,7 +239,7 @@ async def decide(
     return _json(decision_body(answer.decisions[0], answer))
 
 
-@router.post("/v1/decisions/batch", response_model=BatchDecisionOut, responses=ERRORS)
+@decision_router.post("/v1/decisions/batch", response_model=BatchDecisionOut, responses=ERRORS)
 async def decide_batch(
     body: BatchDecisionRequest,
     caller: Decider,

@@ -28,7 +28,7 @@ from app.runtime.callers import Caller
 from app.runtime.clock import Clock
 from app.runtime.ids import new_uuid
 from app.runtime.live_policy import LivePolicy
-from app.runtime.metrics import DECISION_SECONDS, DECISIONS
+from app.runtime.metrics import END_TO_END_SECONDS, EVALUATE_SECONDS, decisions_answered
 from app.runtime.register import LiveRegister
 from app.runtime.snapshot import PolicySnapshot
 
@@ -90,7 +90,7 @@ async def _evaluate_request(
         )
         for index, decision in enumerate(decided)
     ]
-    DECISION_SECONDS.labels(stage="evaluate").observe(time.perf_counter() - evaluating)
+    EVALUATE_SECONDS.observe(time.perf_counter() - evaluating)
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
 
 
@@ -104,7 +104,8 @@ def _audit_record(
 ) -> AuditRecord:
     decision, context = recorded.decision, request.context
     assert recorded.decision_id is not None
-    return AuditRecord(
+    # Built from a validated request and the evaluator's answer: nothing to validate again.
+    return AuditRecord.model_construct(
         decision_id=recorded.decision_id,
         request_id=request_id,
         decided_at=answer.decided_at,
@@ -168,8 +169,8 @@ class DecisionService:
         )
         outcomes = Counter((r.decision.outcome, r.decision.reason) for r in answer.decisions)
         for (outcome, reason), count in outcomes.items():
-            DECISIONS.labels(decision=outcome, reason=reason, purpose=request.purpose).inc(count)
-        DECISION_SECONDS.labels(stage="end_to_end").observe(time.perf_counter() - started)
+            decisions_answered(outcome, reason, request.purpose).inc(count)
+        END_TO_END_SECONDS.observe(time.perf_counter() - started)
         return answer
 
     async def simulate(

@@ -6,6 +6,7 @@ are read at scrape time, so every replica reports the same truth.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import (
@@ -29,6 +30,17 @@ DECISION_SECONDS = Histogram(
     ["stage"],  # evaluate | end_to_end
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# Labelled once: `labels()` is a lookup under a lock, on every decision.
+EVALUATE_SECONDS = DECISION_SECONDS.labels(stage="evaluate")
+END_TO_END_SECONDS = DECISION_SECONDS.labels(stage="end_to_end")
+
+
+@functools.lru_cache(maxsize=4096)  # outcomes x reasons x the vocabulary's purposes
+def decisions_answered(decision: str, reason: str, purpose: str) -> Counter:
+    """DECISIONS for one (decision, reason, purpose), labelled once."""
+    return DECISIONS.labels(decision=decision, reason=reason, purpose=purpose)
+
+
 AUDIT_BATCH_ROWS = Histogram(
     "accord_audit_batch_rows",
     "Rows per audit group commit",

@@ -67,22 +67,29 @@ def _unauthenticated(detail: str) -> Response:
     return problem_response(401, "Unauthenticated", detail, headers={"www-authenticate": "Bearer"})
 
 
+def authorized(scope: Scope, accepted: frozenset[str]) -> Caller:
+    """The caller Authenticate found, if it holds any of the `accepted` scopes; else Forbidden."""
+    caller: Caller = scope["state"]["caller"]
+    if not caller.scopes & accepted:
+        log.warning("request refused: scope", client=caller.client_id, path=scope["path"])
+        raise Forbidden(
+            f"client '{caller.client_id}' needs one of the scopes: {', '.join(sorted(accepted))}"
+        )
+    return caller
+
+
 def require(*accepted: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency admitting callers that hold any of the `accepted` scopes."""
+    scopes = frozenset(accepted)
 
     async def authorize(request: Request) -> Caller:
-        caller: Caller = request.state.caller
-        if not caller.scopes & set(accepted):
-            log.warning("request refused: scope", client=caller.client_id, path=request.url.path)
-            raise Forbidden(
-                f"client '{caller.client_id}' needs one of the scopes: {', '.join(accepted)}"
-            )
-        return caller
+        return authorized(request.scope, scopes)
 
     return authorize
 
 
-Decider = Annotated[Caller, Depends(require("decide", "decide:any"))]
+DECIDE_SCOPES = frozenset({"decide", "decide:any"})
+Decider = Annotated[Caller, Depends(require(*DECIDE_SCOPES))]
 Auditor = Annotated[Caller, Depends(require("audit"))]
 Manager = Annotated[Caller, Depends(require("manage"))]
 Overseer = Annotated[Caller, Depends(require("manage", "audit"))]
