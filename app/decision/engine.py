@@ -125,8 +125,7 @@ def decide(
             trace=None if trace is None else trace[-1],
         )
         if not decision.permit:
-            routes = _remembered_routes(policy, question, facts, now, enforcer, memo)
-            decision = replace(decision, routes=routes)
+            decision = _with_routes(policy, question, decision, facts, now, enforcer, memo)
         decisions.append(decision)
     return decisions
 
@@ -144,26 +143,27 @@ def _memo_key(question: Question, facts: PersonFacts) -> tuple[object, ...]:
     )
 
 
-def _remembered_routes(
+def _with_routes(
     policy: CompiledPolicy,
     question: Question,
+    denied: Decision,
     facts: PersonFacts,
     now: datetime,
     enforcer: Enforcer,
     memo: Memo | None,
-) -> tuple[Route, ...]:
-    """A deny's lawful routes, remembered as a leaf's answer is (the same inputs decide
-    them): finding them asks the evaluator several changed questions."""
+) -> Decision:
+    """A deny with its lawful routes, remembered as a leaf's answer is (the same inputs
+    decide them): finding them asks the evaluator several changed questions."""
     if memo is None or not facts.register.empty:
-        return lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
+        routes = lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
+        return replace(denied, routes=routes)
     answers = memo.at(casbin_time(now))
     key = ("routes", *_memo_key(question, facts))
-    routes: tuple[Route, ...] | None = answers.get(key)
-    if routes is None:
-        routes = answers[key] = lawful_routes(
-            policy, question, facts, now, enforcer=enforcer, memo=memo
-        )
-    return routes
+    decision: Decision | None = answers.get(key)
+    if decision is None:
+        routes = lawful_routes(policy, question, facts, now, enforcer=enforcer, memo=memo)
+        decision = answers[key] = replace(denied, routes=routes)
+    return decision
 
 
 def evaluate(

@@ -104,8 +104,7 @@ def _audit_record(
 ) -> AuditRecord:
     decision, context = recorded.decision, request.context
     assert recorded.decision_id is not None
-    # Built from a validated request and the evaluator's answer: nothing to validate again.
-    return AuditRecord.model_construct(
+    return AuditRecord(
         decision_id=recorded.decision_id,
         request_id=request_id,
         decided_at=answer.decided_at,
