@@ -47,10 +47,11 @@ class AuditFilter:
             (AuditDecision.decision, self.decision),
             (AuditDecision.reason, self.reason),
             (AuditDecision.agreement_id, self.agreement_id),
-            (AuditDecision.break_glass, self.break_glass),
         ):
             if value is not None:
                 query = query.where(column == value)
+        if self.break_glass is not None:  # IS: the partial index's own predicate
+            query = query.where(AuditDecision.break_glass.is_(self.break_glass))
         if self.fields is not None:
             query = query.where(AuditDecision.field.in_(sorted(self.fields)))
         if self.purposes is not None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -201,9 +202,20 @@ class AuditDecision(Base):
         Index("ix_audit_decisions_requester_seq", "requester", "seq"),
         Index("ix_audit_decisions_holder_seq", "holder", "seq"),
         Index("ix_audit_decisions_decided_at", "decided_at"),
-        Index("ix_audit_decisions_client_seq", "client", "seq"),
-        Index("ix_audit_decisions_case_ref_seq", "case_ref", "seq"),
-        Index("ix_audit_decisions_break_glass_seq", "break_glass", "seq"),
+        # Partial: each decision writes as few B-trees as it can (migration 0011).
+        Index(
+            "ix_audit_decisions_case_ref_seq",
+            "case_ref",
+            "seq",
+            sqlite_where=text("case_ref IS NOT NULL"),
+            postgresql_where=text("case_ref IS NOT NULL"),
+        ),
+        Index(
+            "ix_audit_decisions_break_glass_seq",
+            "seq",
+            sqlite_where=text("break_glass IS 1"),
+            postgresql_where=text("break_glass IS true"),
+        ),
     )
 
     # Assigned by the writer from the chain head, so seq order is commit order.
