@@ -26,7 +26,7 @@ from app.policy.compiler import CompiledPolicy, with_agreement
 from app.policy.register import NO_ENTRIES
 from app.runtime.callers import Caller
 from app.runtime.clock import Clock
-from app.runtime.ids import new_uuid
+from app.runtime.ids import new_id
 from app.runtime.live_policy import LivePolicy
 from app.runtime.metrics import END_TO_END_SECONDS, EVALUATE_SECONDS, decisions_answered
 from app.runtime.register import LiveRegister
@@ -84,7 +84,7 @@ async def _evaluate_request(
     )
     decisions = [
         RecordedDecision(
-            decision_id=str(new_uuid()) if decider is not None else None,
+            decision_id=new_id() if decider is not None else None,
             decision=decision,
             trace=None if traces is None else traces[index],
         )

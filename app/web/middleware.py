@@ -10,7 +10,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.runtime.ids import new_uuid
+from app.runtime.ids import new_id
 from app.web.problems import problem_response
 
 log = structlog.get_logger("accord.access")
@@ -31,7 +31,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if REQUEST_ID.match(given) else new_uuid().hex
+        request_id = given if REQUEST_ID.match(given) else new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
