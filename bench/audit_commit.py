@@ -65,7 +65,7 @@ async def _drive(writer: AuditWriter, decisions: int, callers: int) -> None:
 
     async def caller() -> None:
         for _ in remaining:
-            await writer.write([_record()])
+            await writer.write([_record().model_dump()])
 
     await asyncio.gather(*(caller() for _ in range(callers)))
 

@@ -48,7 +48,7 @@ def write_rows(engine: Engine, moments: list[datetime]) -> None:
     writer = AuditWriter(engine, signer=AUDIT_SIGNER, max_batch_rows=1000, timeout_seconds=120)
     writer.start()
     try:
-        asyncio.run(writer.write([_record(at, n) for n, at in enumerate(moments)]))
+        asyncio.run(writer.write([_record(at, n).model_dump() for n, at in enumerate(moments)]))
     finally:
         writer.stop()
 

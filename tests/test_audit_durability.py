@@ -135,7 +135,7 @@ def test_concurrent_decisions_share_commits(engine: Engine) -> None:
     records = [_record() for _ in range(300)]
 
     async def write_all() -> None:
-        await asyncio.gather(*(writer.write([record]) for record in records))
+        await asyncio.gather(*(writer.write([record.model_dump()]) for record in records))
 
     try:
         asyncio.run(write_all())
@@ -154,7 +154,7 @@ def test_a_writer_without_its_table_refuses_every_write(
     writer.start()
     try:
         with pytest.raises(AuditUnavailable):
-            asyncio.run(writer.write([_record()]))
+            asyncio.run(writer.write([_record().model_dump()]))
     finally:
         writer.stop()
 
@@ -178,9 +178,9 @@ def test_one_bad_row_in_a_group_commit_fails_alone(
     )
 
     async def write_all() -> list[BaseException | None]:
-        await writer.write([recorded])
+        await writer.write([recorded.model_dump()])
         return await asyncio.gather(
-            *(writer.write([record]) for record in [*good[:30], poisoned, *good[30:]]),
+            *(writer.write([record.model_dump()]) for record in [*good[:30], poisoned, *good[30:]]),
             return_exceptions=True,
         )
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, insert, select, text, update
 
 from app.audit.chain import GENESIS, ChainHead
 from app.audit.integrity import read_head, verify_chain
+from app.audit.record import AuditRecord
 from app.store.tables import AuditChainHead, AuditDecision
 from tests.audit_rows import write_rows
 from tests.conftest import AUDIT_SIGNER, REPO, Server, import_agreements_from
@@ -143,3 +144,39 @@ def test_rows_of_chain_format_1_still_verify_beside_format_2(engine: Engine) -> 
             update(AuditDecision).where(AuditDecision.seq == 8).values(chain_version=1)
         )
     assert _broken(engine) == "its chain format version 1 is older than the row before it"
+
+
+def test_every_row_the_decision_path_writes_is_an_audit_record_field_for_field(
+    database_url: str, engine: Engine, server_factory: Callable[[dict[str, str]], Server]
+) -> None:
+    """The decision path builds its rows as plain dicts (app/decision/service.py): each row
+    in the table holds exactly what the answer said, in AuditRecord's types (a reason is
+    its code, not an enum's name), for permits, denies with routes and masked permits."""
+    env = {"ACCORD_DATABASE_URL": database_url}
+    import_agreements_from(env, REPO / "policies" / "agreements")
+    server = server_factory(env)
+    batch = {k: v for k, v in DISCHARGE.items() if k != "field"} | {"fields": "*"}
+    answer = server.post("/v1/decisions/batch", json=batch).json()
+    decisions = {d["decision_id"]: d for d in answer["decisions"]}
+    assert {d["decision"] for d in decisions.values()} == {"permit", "deny"}
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(AuditDecision).where(AuditDecision.decision_id.in_(decisions))
+        ).all()
+    assert len(rows) == len(decisions)
+    for row in rows:
+        stored = AuditRecord.model_validate(row._asdict(), strict=True)
+        said = decisions[stored.decision_id]
+        assert (stored.field, stored.decision, stored.reason) == (
+            said["field"],
+            said["decision"],
+            said["reasons"][0]["code"],
+        )
+        assert type(stored.reason) is str and stored.obligations == said["obligations"]
+        assert stored.routes_offered == [route["kind"] for route in said["routes"]]
+        assert (stored.person_id, stored.requester, stored.user_ref, stored.case_ref) == (
+            "P-2001",
+            DISCHARGE["requester"],
+            "hsg.patel",
+            "DIS-9",
+        )

@@ -7,8 +7,9 @@ answers with them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict  # pydantic validates only this one before 3.12
@@ -53,3 +54,6 @@ class AuditRecord(BaseModel):
 
 
 RECORDED_COLUMNS = tuple(AuditRecord.model_fields)
+# One row as the audit writer takes it: AuditRecord's fields by name. The decision path
+# builds these directly (app/decision/service.py); others may pass `record.model_dump()`.
+AuditRow = Mapping[str, Any]

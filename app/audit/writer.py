@@ -23,7 +23,7 @@ from sqlalchemy import Dialect, Engine, Table, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from app.audit.chain import ChainHead, chain_rows
-from app.audit.record import AuditRecord
+from app.audit.record import AuditRow
 from app.audit.signing import AuditSigner
 from app.errors import AuditUnavailable
 from app.runtime.metrics import AUDIT_BATCH_ROWS, AUDIT_COMMIT_SECONDS, AUDIT_FAILURES
@@ -36,7 +36,7 @@ AUDIT_CHAIN_HEAD: Table = AuditChainHead.__table__  # type: ignore[assignment]
 
 @dataclass
 class _Pending:
-    records: list[AuditRecord]
+    records: list[AuditRow]
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
 
@@ -145,7 +145,7 @@ class AuditWriter:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
-    async def write(self, records: list[AuditRecord]) -> None:
+    async def write(self, records: list[AuditRow]) -> None:
         """Return once `records` are committed; raise AuditUnavailable otherwise."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -212,7 +212,7 @@ class AuditWriter:
                 # hash chain follow commit order.
                 last_seq, last_hash = connection.exec_driver_sql(self._head.read).one()
                 rows = chain_rows(
-                    [dict(vars(record)) for pending in batch for record in pending.records],
+                    [dict(record) for pending in batch for record in pending.records],
                     after_seq=last_seq,
                     after_hash=last_hash,
                 )
@@ -229,7 +229,7 @@ class AuditWriter:
             AUDIT_COMMIT_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # any failure: no decision may be answered
             AUDIT_FAILURES.inc()
-            decision_ids = [record.decision_id for p in batch for record in p.records]
+            decision_ids = [record["decision_id"] for p in batch for record in p.records]
             log.error(  # never the rows' values (SQLAlchemy's text carries its parameters)
                 "audit commit failed",
                 error_type=type(exc).__name__,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.audit.record import AuditRecord
+from app.audit.record import AuditRow
 from app.audit.writer import AuditWriter
 from app.decision.engine import Decision, LeafTrace, decide
 from app.decision.facts import PersonInfoService, person_facts
@@ -94,41 +94,48 @@ async def _evaluate_request(
     return Answer(decisions=decisions, policy_revision=policy.revision, decided_at=now)
 
 
-def _audit_record(
-    recorded: RecordedDecision,
-    request: AnyDecisionRequest,
-    answer: Answer,
-    *,
-    caller: Caller,
-    request_id: str,
-) -> AuditRecord:
-    decision, context = recorded.decision, request.context
-    assert recorded.decision_id is not None
-    return AuditRecord(
-        decision_id=recorded.decision_id,
-        request_id=request_id,
-        decided_at=answer.decided_at,
-        client=caller.client_id,
-        requester=request.requester,
-        holder=request.holder,
-        person_id=request.subject.id,
-        field=decision.field,
-        purpose=request.purpose,
-        decision=decision.outcome,
-        reason=decision.reason,
-        agreement_id=decision.agreement_id,
-        agreement_version=decision.agreement_version,
-        # a deny's restriction, or the objection a break-glass permit overrode
-        restriction_id=decision.restriction_id or decision.overridden_objection_id,
-        consent_id=decision.consent_id,
-        break_glass=decision.break_glass,
-        justification=context.justification if context.emergency else None,
-        user_ref=context.user,
-        case_ref=context.case_ref,
-        policy_revision=answer.policy_revision,
-        obligations=[{"field": o.field, "mask": o.mask} for o in decision.obligations],
-        routes_offered=[route.kind.value for route in decision.routes],
-    )
+def _audit_rows(
+    answer: Answer, request: AnyDecisionRequest, *, caller: Caller, request_id: str
+) -> list[AuditRow]:
+    """The audit rows of a request's decisions: AuditRecord's fields, as the writer takes
+    them. Built as plain dicts from the validated request and the evaluator's answer (a
+    pydantic model per decision cost more than deciding it); tests/test_audit_record.py
+    checks they have exactly AuditRecord's fields and types."""
+    context = request.context
+    request_columns = {
+        "request_id": request_id,
+        "decided_at": answer.decided_at,
+        "client": caller.client_id,
+        "requester": request.requester,
+        "holder": request.holder,
+        "person_id": request.subject.id,
+        "purpose": request.purpose,
+        "justification": context.justification if context.emergency else None,
+        "user_ref": context.user,
+        "case_ref": context.case_ref,
+        "policy_revision": answer.policy_revision,
+    }
+    rows: list[AuditRow] = []
+    for recorded in answer.decisions:
+        decision = recorded.decision
+        rows.append(
+            {
+                **request_columns,
+                "decision_id": recorded.decision_id,
+                "field": decision.field,
+                "decision": decision.outcome,
+                "reason": decision.reason.value,
+                "agreement_id": decision.agreement_id,
+                "agreement_version": decision.agreement_version,
+                # a deny's restriction, or the objection a break-glass permit overrode
+                "restriction_id": decision.restriction_id or decision.overridden_objection_id,
+                "consent_id": decision.consent_id,
+                "break_glass": decision.break_glass,
+                "obligations": [{"field": o.field, "mask": o.mask} for o in decision.obligations],
+                "routes_offered": [route.kind.value for route in decision.routes],
+            }
+        )
+    return rows
 
 
 @dataclass(frozen=True)
@@ -160,12 +167,7 @@ class DecisionService:
             now=self.clock.now(),
             decider=caller,
         )
-        await self.writer.write(
-            [
-                _audit_record(recorded, request, answer, caller=caller, request_id=request_id)
-                for recorded in answer.decisions
-            ]
-        )
+        await self.writer.write(_audit_rows(answer, request, caller=caller, request_id=request_id))
         outcomes = Counter((r.decision.outcome, r.decision.reason) for r in answer.decisions)
         for (outcome, reason), count in outcomes.items():
             decisions_answered(outcome, reason, request.purpose).inc(count)
