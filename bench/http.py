@@ -180,7 +180,7 @@ def main() -> None:
     vocabulary_file, agreements_dir = _partnership(Path(tempfile.mkdtemp()))
     env = {
         "ACCORD_DATABASE_URL": url,
-        "ACCORD_LOG_LEVEL": "warning",
+        "ACCORD_LOG_LEVEL": "info",  # the access log on: a JSON line per request
         "ACCORD_WORKERS": str(args.workers),
         "ACCORD_VOCABULARY_FILE": str(vocabulary_file),
         # One key drives the whole load: measure the service, not the per-client limits.
