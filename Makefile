@@ -38,7 +38,9 @@ run: $(STAMP)
 
 # Debian packages the suite uses: PostgreSQL (throwaway servers), Chromium and its
 # driver (the console's browser test), wrk (the HTTP benchmark's smoke run), nginx
-# (the replica test's load balancer).
+# (the replica test's load balancer), kubectl (`kubectl kustomize deploy/k8s` in
+# tests/test_deploy_manifests.py; Debian's is kubernetes-client), npm (bench.versus installs
+# the Cerbos PDP from the npm registry).
 test-system-packages:
 	@missing=""; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
@@ -47,6 +49,8 @@ test-system-packages:
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

