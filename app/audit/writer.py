@@ -10,13 +10,10 @@ or takes too long, `write` raises AuditUnavailable and no decision is returned.
 from __future__ import annotations
 
 import asyncio
-import operator
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from sqlalchemy import Dialect, Engine, Table, select, update
@@ -27,6 +24,7 @@ from app.audit.record import AuditRow
 from app.audit.signing import AuditSigner
 from app.errors import AuditUnavailable
 from app.runtime.metrics import AUDIT_BATCH_ROWS, AUDIT_COMMIT_SECONDS, AUDIT_FAILURES
+from app.store.bulk import insert_rows
 from app.store.tables import AuditChainHead, AuditDecision
 
 log = structlog.get_logger(__name__)
@@ -49,55 +47,6 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
             future.set_result(None)
         else:
             future.set_exception(error)
-
-
-# Rows per INSERT statement. A statement is one driver call, so the writer thread gives up
-# the GIL and takes it back once per statement; with `executemany` it did so once per row,
-# and under load each retake waited out the event loop's switch interval. 500 rows of 26
-# columns stay within SQLite's 32,766 parameters and PostgreSQL's 65,535.
-ROWS_PER_STATEMENT = 500
-
-
-class _DriverInsert:
-    """The audit INSERT as the database driver takes it: many rows per statement.
-
-    Rows go to the driver as values, converted only where the dialect needs it
-    (e.g. datetimes to text on SQLite), with the same conversions SQLAlchemy's
-    column types apply; this skips its per-row parameter processing, which cost
-    more than the insert itself.
-    """
-
-    def __init__(self, dialect: Dialect) -> None:
-        columns = list(AUDIT_TABLE.columns)
-        quote = dialect.identifier_preparer.quote
-        marker = "?" if dialect.paramstyle == "qmark" else "%s"
-        self._into = (
-            f"INSERT INTO {quote(AUDIT_TABLE.name)} "
-            f"({', '.join(quote(column.name) for column in columns)}) VALUES "
-        )
-        self._row = f"({', '.join([marker] * len(columns))})"
-        self._sql: dict[int, str] = {}  # by rows in the statement: at most ROWS_PER_STATEMENT
-        self._values = operator.itemgetter(*(column.name for column in columns))
-        self._conversions = [
-            (position, convert)
-            for position, column in enumerate(columns)
-            if (convert := column.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        ]
-
-    def statements(self, rows: list[dict[str, Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
-        """(SQL, its parameters) inserting `rows`, ROWS_PER_STATEMENT at a time."""
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start : start + ROWS_PER_STATEMENT]
-            sql = self._sql.get(len(chunk))
-            if sql is None:
-                sql = self._sql[len(chunk)] = self._into + ", ".join([self._row] * len(chunk))
-            yield sql, tuple(value for row in chunk for value in self._converted(row))
-
-    def _converted(self, row: dict[str, Any]) -> list[Any]:
-        values = list(self._values(row))
-        for position, convert in self._conversions:
-            values[position] = convert(values[position])
-        return values
 
 
 class _DriverHead:
@@ -128,7 +77,6 @@ class AuditWriter:
     ) -> None:
         self._engine = engine
         self._signer = signer  # signs each head it writes; None only when running unsigned
-        self._insert = _DriverInsert(engine.dialect)
         self._head = _DriverHead(engine.dialect)
         self._max_batch_rows = max_batch_rows
         self._timeout = timeout_seconds
@@ -216,8 +164,7 @@ class AuditWriter:
                     after_seq=last_seq,
                     after_hash=last_hash,
                 )
-                for sql, parameters in self._insert.statements(rows):
-                    connection.exec_driver_sql(sql, parameters)
+                insert_rows(connection, AUDIT_TABLE, rows)  # COPY on PostgreSQL
                 new_head = ChainHead(rows[-1]["seq"], rows[-1]["row_hash"])
                 signer = self._signer
                 signature = None if signer is None else signer.sign(new_head.statement())
