@@ -15,6 +15,7 @@ from app.store.pagination import keyset_page
 from app.store.tables import AuditDecision
 
 EXPORT_BATCH = 1000
+FOLLOW_BATCH = 500  # rows per read when following the trail as it grows
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class AuditFilter:
         return query
 
 
+EVERY_ROW = AuditFilter()
+
+
 def search_decisions(
     session: Session, *, where: AuditFilter, limit: int, cursor: str | None
 ) -> tuple[list[AuditDecision], str | None]:
@@ -75,20 +79,34 @@ def search_decisions(
     return keyset_page(session, query, AuditDecision.seq, limit=limit, cursor=cursor)
 
 
+def decisions_after(
+    engine: Engine, *, after: int, limit: int = FOLLOW_BATCH, where: AuditFilter = EVERY_ROW
+) -> list[AuditDecision]:
+    """The first `limit` matching rows after seq `after`, in seq order, detached from their
+    session: one bounded read, in its own short transaction.
+
+    The writer gives seq in commit order under the chain head's lock, so once a row is
+    visible every row before it is too: reading on from the last seq seen never skips one.
+    The audit stream and `accord audit tail` follow the trail with it, exports page with it.
+    """
+    with Session(engine) as session:
+        batch = list(
+            session.scalars(
+                where.apply(select(AuditDecision))
+                .where(AuditDecision.seq > after)
+                .order_by(AuditDecision.seq)
+                .limit(limit)
+            )
+        )
+        session.expunge_all()
+    return batch
+
+
 def stream_decisions(engine: Engine, *, where: AuditFilter) -> Iterator[AuditDecision]:
     """Every matching row, oldest first, read a bounded batch at a time (constant memory)."""
     after = 0
     while True:
-        with Session(engine) as session:
-            batch = list(
-                session.scalars(
-                    where.apply(select(AuditDecision))
-                    .where(AuditDecision.seq > after)
-                    .order_by(AuditDecision.seq)
-                    .limit(EXPORT_BATCH)
-                )
-            )
-            session.expunge_all()
+        batch = decisions_after(engine, after=after, limit=EXPORT_BATCH, where=where)
         yield from batch
         if len(batch) < EXPORT_BATCH:
             return

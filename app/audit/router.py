@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, computed_field
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
-from app.audit import queries, reviews
+from app.audit import fhir, queries, reviews, stream
 from app.audit.integrity import head_decision_id, read_head, verify_chain
 from app.audit.record import AuditRecord, RecordedObligation
 from app.audit.signing import AuditSigner
 from app.decision.reasons import ReasonCode
 from app.policy.vocabulary import Tree, Vocabulary
+from app.runtime.clock import Clock
+from app.runtime.live_policy import LivePolicy
 from app.store.tables import AuditDecision
 from app.types import (
     EntryId,
@@ -35,6 +41,7 @@ from app.web.deps import AppSettings, DbSession, Live, Now
 from app.web.paths import REST
 from app.web.problems import Problem
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 DecisionId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
 
@@ -185,9 +192,15 @@ def _csv_lines(rows: Iterator[AuditDecision]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
+def ndjson_line(row: AuditDecision) -> bytes:
+    """One audit row as an NDJSON line, as the export, the stream and `accord audit tail`
+    give it: the fields of the search API's decision."""
+    return orjson.dumps(AuditDecisionOut.model_validate(row).model_dump(mode="json")) + b"\n"
+
+
 def _ndjson_lines(rows: Iterator[AuditDecision]) -> Iterator[bytes]:
     for row in rows:
-        yield orjson.dumps(AuditDecisionOut.model_validate(row).model_dump(mode="json")) + b"\n"
+        yield ndjson_line(row)
 
 
 @router.get(
@@ -195,7 +208,17 @@ def _ndjson_lines(rows: Iterator[AuditDecision]) -> Iterator[bytes]:
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/csv": {}, "application/x-ndjson": {}},
+            "content": {
+                "text/csv": {},
+                "application/x-ndjson": {},
+                fhir.MEDIA_TYPE: {
+                    "schema": {
+                        "type": "object",
+                        "description": "With format=fhir: a FHIR R4 Bundle (type searchset) "
+                        "of one AuditEvent a decision; the mapping is in docs/audit.md",
+                    }
+                },
+            },
             "description": "Every matching decision, oldest first, streamed",
         },
         422: {"model": Problem},
@@ -205,9 +228,10 @@ def export_decisions(
     request: Request,
     caller: Auditor,
     where: Filter,
-    format: Annotated[Literal["csv", "ndjson"], Query()] = "ndjson",
+    format: Annotated[Literal["csv", "ndjson", "fhir"], Query()] = "ndjson",
 ) -> StreamingResponse:
-    """Every matching decision as CSV or NDJSON, streamed in constant memory."""
+    """Every matching decision as CSV, NDJSON or a FHIR R4 Bundle of AuditEvents, streamed
+    in constant memory."""
     rows = queries.stream_decisions(request.app.state.engine, where=where)
     if format == "csv":
         return StreamingResponse(
@@ -215,7 +239,134 @@ def export_decisions(
             media_type="text/csv",
             headers={"content-disposition": 'attachment; filename="decisions.csv"'},
         )
+    if format == "fhir":
+        live: LivePolicy = request.app.state.live
+        clock: Clock = request.app.state.clock
+        return StreamingResponse(
+            fhir.bundle(rows, live.current.vocabulary, self_url=str(request.url), now=clock.now()),
+            media_type=f"{fhir.MEDIA_TYPE}; fhirVersion={fhir.FHIR_VERSION}",
+        )
     return StreamingResponse(_ndjson_lines(rows), media_type="application/x-ndjson")
+
+
+MAX_SEQ = 2**63 - 1
+# Each line as it is written: no cache keeps it, and nginx (X-Accel-Buffering) passes it on
+# at once instead of buffering the response.
+STREAM_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
+STREAM_EXAMPLE = {
+    "decision_id": "54c4fc90-41ce-43bd-b4c8-301869830b2c",
+    "request_id": "5f0c2d7e9a1b4c3d",
+    "decided_at": "2026-11-25T09:38:29.550198Z",
+    "client": "riverton-case-system",
+    "requester": "la.riverton.childrens-services",
+    "holder": "police.riverton",
+    "person_id": "P-1001",
+    "field": "criminal.convictions",
+    "purpose": "safeguarding.children",
+    "decision": "permit",
+    "reason": "agreement",
+    "agreement_id": "isa-riverton-mash",
+    "agreement_version": 1,
+    "restriction_id": None,
+    "consent_id": None,
+    "break_glass": False,
+    "justification": None,
+    "user_ref": "sw.jones",
+    "case_ref": "CP-2026-114",
+    "policy_revision": 5,
+    "obligations": [],
+    "routes_offered": [],
+    "seq": 1048576,
+    "chain_version": 2,
+    "prev_hash": "3c1d0b2a4f5e6d7c8b9a0f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4",
+    "row_hash": "9f2c6a0d3b1e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c",
+    "objection_overridden": None,
+}
+
+
+def _lines_after(engine: Engine, after: int) -> tuple[bytes, int, bool]:
+    """The NDJSON lines of the next rows after seq `after`, the last seq among them (or
+    `after`), and whether more may be waiting (the read was full)."""
+    rows = queries.decisions_after(engine, after=after)
+    last = rows[-1].seq if rows else after
+    return b"".join(ndjson_line(row) for row in rows), last, len(rows) == queries.FOLLOW_BATCH
+
+
+async def _follow(engine: Engine, first: tuple[bytes, int, bool]) -> AsyncIterator[bytes]:
+    """The trail as it grows from a first read (`_lines_after`): rows as they commit, a
+    keep-alive line after stream.KEEPALIVE_SECONDS of silence. Reads run in a worker
+    thread, never on the event loop.
+
+    Ends when the server is shutting down or the database cannot be read; the client
+    leaving cancels it (Starlette listens for the disconnect)."""
+    lines, after, more = first
+    quiet_since = time.monotonic()
+    while True:
+        if lines:
+            yield lines
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= stream.KEEPALIVE_SECONDS:
+            yield stream.KEEPALIVE
+            quiet_since = time.monotonic()
+        if stream.shutting_down():
+            return
+        if not more:
+            await asyncio.sleep(stream.POLL_SECONDS)
+        try:
+            lines, after, more = await asyncio.to_thread(_lines_after, engine, after)
+        except OperationalError as exc:  # the consumer resumes from its last seq
+            log.warning("audit stream ended: database unavailable", error=str(exc.orig or exc))
+            return
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "application/x-ndjson": {
+                    "schema": {
+                        "type": "string",
+                        "description": "One audit row a line, as in the export (the fields "
+                        "of AuditDecisionOut), in seq order; an empty line is a keep-alive",
+                    },
+                    "example": orjson.dumps(STREAM_EXAMPLE).decode(),
+                }
+            },
+            "description": "The audit rows after `after`, then each new one as it is "
+            "committed; the response stays open (chunked)",
+        },
+        422: {"model": Problem},
+    },
+)
+async def stream_audit(
+    request: Request,
+    caller: Auditor,
+    after: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=MAX_SEQ,
+            description="Send the rows after this seq (0: from the first); to resume, the "
+            "last seq received",
+        ),
+    ] = 0,
+) -> StreamingResponse:
+    """Follow the audit trail, for a SIEM: every row after `after` in seq order, then each
+    new row as it commits, as NDJSON, with an empty line after 15 s of silence (skip it).
+    Delivery is at least once: resume with `after` set to the last seq you hold and drop
+    any seq you have already."""
+    engine: Engine = request.app.state.engine
+    stream.watch_shutdown()
+    # The first read before answering: a database that cannot be read is a 503, not a 200
+    # that ends at once.
+    first = await asyncio.to_thread(_lines_after, engine, after)
+    return StreamingResponse(
+        _follow(engine, first),
+        media_type="application/x-ndjson",
+        headers=STREAM_HEADERS,
+    )
 
 
 @router.get("/decisions/{decision_id}", responses={404: {"model": Problem}})

@@ -15,6 +15,11 @@ from app.errors import InvalidParams
 FieldClass = Literal["personal", "special-category", "criminal-offence"]
 NameKind = Literal["agency", "purpose", "field"]
 FIELD_CLASSES: tuple[FieldClass, ...] = ("personal", "special-category", "criminal-offence")
+# The code systems a purpose may be coded in (`codes: {hl7-purpose-of-use: TREAT}`), by the
+# name the vocabulary uses, with the system's URI: HL7's purpose of use is v3 ActReason.
+PURPOSE_CODE_SYSTEMS: Mapping[str, str] = {
+    "hl7-purpose-of-use": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+}
 
 
 class VocabularyError(ValueError):
@@ -85,6 +90,9 @@ class Vocabulary:
     fields: Tree
     field_classes: Mapping[str, FieldClass]
     groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Each purpose's codes in outside code systems ({system name: code}), its own or, where
+    # it gives none, its parent's; a purpose with none has no entry.
+    purpose_codes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def expand_agencies(self, names: Iterable[str]) -> frozenset[str]:
         """Agency ids named directly or through one of their groups."""
@@ -124,6 +132,40 @@ class Vocabulary:
 def _titles(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """The display names of the entries that give one (`name`)."""
     return {str(entry["id"]): str(entry["name"]) for entry in entries if "name" in entry}
+
+
+def _purpose_codes(
+    entries: Iterable[Mapping[str, Any]], purposes: Tree
+) -> dict[str, dict[str, str]]:
+    """Each purpose's codes: its own `codes`, else its parent's. A code system not in
+    PURPOSE_CODE_SYSTEMS, or a code that is not a word, is refused, naming the purpose."""
+    declared: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        name, codes = str(entry["id"]), entry.get("codes")
+        if codes is None:
+            continue
+        if not isinstance(codes, Mapping) or not codes:
+            raise VocabularyError(
+                f"purposes: '{name}' codes must map a code system to a code, "
+                "e.g. {hl7-purpose-of-use: TREAT}"
+            )
+        for system, code in codes.items():
+            if system not in PURPOSE_CODE_SYSTEMS:
+                known = ", ".join(sorted(PURPOSE_CODE_SYSTEMS))
+                raise VocabularyError(
+                    f"purposes: '{name}' has a code in unknown code system '{system}' "
+                    f"(known: {known})"
+                )
+            if not isinstance(code, str) or not code or code != code.strip() or " " in code:
+                raise VocabularyError(f"purposes: '{name}' has a malformed {system} code {code!r}")
+        declared[name] = {str(system): code for system, code in codes.items()}
+    resolved: dict[str, dict[str, str]] = {}
+    for name in sorted(purposes.names, key=lambda n: n.count(".")):  # parents first
+        parent = name.rpartition(".")[0]
+        own = declared.get(name) or resolved.get(parent)
+        if own:
+            resolved[name] = own
+    return resolved
 
 
 def parse_vocabulary(document: Mapping[str, Any]) -> Vocabulary:
@@ -175,4 +217,5 @@ def parse_vocabulary(document: Mapping[str, Any]) -> Vocabulary:
         fields=fields,
         field_classes=classes,
         groups={group: frozenset(members) for group, members in groups.items()},
+        purpose_codes=_purpose_codes(purpose_entries, purposes),
     )
