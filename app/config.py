@@ -31,6 +31,21 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `accord serve` binds")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `accord serve` binds")
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on which `accord serve` answers GET /metrics without a key, for every "
+        "worker; unset: no metrics port",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the metrics port binds (ACCORD_METRICS_PORT)"
+    )
+    require_metrics_scope: bool = Field(
+        default=False,
+        description="GET /metrics on the service's port needs a key with the `metrics` scope; "
+        "otherwise any API key",
+    )
     shutdown_grace_seconds: int = Field(
         default=20,
         ge=1,

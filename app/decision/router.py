@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
+from opentelemetry.trace import get_current_span
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from app.decision import service
@@ -236,6 +237,10 @@ async def decide(
 ) -> Response:
     """May the requester see one field of this person for this purpose?"""
     answer = await decisions.decide(body, caller=caller, request_id=request_id)
+    if (span := get_current_span()).is_recording():  # traced: app/web/tracing.py
+        ids = [d.decision_id for d in answer.decisions if d.decision_id]
+        span.set_attribute("accord.decision_ids", ids)
+        span.set_attribute("accord.policy_revision", answer.policy_revision)
     return _json(decision_body(answer.decisions[0], answer))
 
 
@@ -248,6 +253,10 @@ async def decide_batch(
 ) -> Response:
     """Decide many fields of one person in one call ("*": every leaf field)."""
     answer = await decisions.decide(body, caller=caller, request_id=request_id)
+    if (span := get_current_span()).is_recording():  # traced: app/web/tracing.py
+        ids = [d.decision_id for d in answer.decisions if d.decision_id]
+        span.set_attribute("accord.decision_ids", ids)
+        span.set_attribute("accord.policy_revision", answer.policy_revision)
     return _json(batch_body(answer))
 
 

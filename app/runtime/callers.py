@@ -14,7 +14,8 @@ import structlog
 from app.errors import Forbidden
 
 log = structlog.get_logger(__name__)
-SCOPES = ("decide", "decide:any", "audit", "manage")
+# `metrics` reads GET /metrics and nothing else (see ACCORD_REQUIRE_METRICS_SCOPE).
+SCOPES = ("decide", "decide:any", "audit", "manage", "metrics")
 
 
 @dataclass(frozen=True)

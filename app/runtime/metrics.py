@@ -86,6 +86,25 @@ CLIENT_LIMIT_REFUSALS = Counter(
     ["client", "limit"],  # limit: rate | concurrency
 )
 
+HTTP_REQUESTS = Counter(
+    "accord_http_requests",
+    "HTTP requests answered",
+    ["method", "route", "status"],  # route: the path template, or "unmatched"
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "accord_http_request_seconds",
+    "Time to answer an HTTP request, from its first byte to the end of the answer",
+    ["method", "route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+@functools.lru_cache(maxsize=4096)  # methods x the app's route templates x statuses
+def http_answered(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """HTTP_REQUESTS and HTTP_REQUEST_SECONDS for one (method, route, status), labelled once."""
+    labels = {"method": method, "route": route, "status": str(status)}
+    return HTTP_REQUESTS.labels(**labels), HTTP_REQUEST_SECONDS.labels(**labels)
+
 
 def render(*database_gauges: Collector) -> tuple[bytes, str]:
     """This process's metrics (or every worker's, summed), then gauges read at scrape time."""

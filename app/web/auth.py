@@ -93,4 +93,6 @@ Decider = Annotated[Caller, Depends(require(*DECIDE_SCOPES))]
 Auditor = Annotated[Caller, Depends(require("audit"))]
 Manager = Annotated[Caller, Depends(require("manage"))]
 Overseer = Annotated[Caller, Depends(require("manage", "audit"))]
-AnyClient = Annotated[Caller, Depends(require(*SCOPES))]
+# Any scope of the API; a `metrics` key reads /metrics only (app/web/health.py).
+API_SCOPES = frozenset(SCOPES) - {"metrics"}
+AnyClient = Annotated[Caller, Depends(require(*API_SCOPES))]

@@ -84,6 +84,7 @@ class DecisionFastPath:
         if route is None or not _json_media_type(scope):
             await self.app(scope, receive, send)
             return
+        scope["route"] = route  # as FastAPI's router sets it: HTTP metrics label its template
         request = Request(scope, receive)
         try:
             body = await request.body()

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from app.audit.reviews import BreakGlassQueue
+from app.config import Settings
+from app.runtime.callers import SCOPES, Caller
+from app.runtime.clock import Clock
 from app.runtime.metrics import render
-from app.web.auth import AnyClient
+from app.web.auth import authorized
 from app.web.problems import Problem, problem_response
 
 router = APIRouter(tags=["ops"])
@@ -107,19 +111,33 @@ async def readyz(request: Request) -> Readiness | Response:
     )
 
 
+def render_metrics(engine: Engine, settings: Settings, clock: Clock) -> tuple[bytes, str]:
+    """The Prometheus exposition: this process's metrics (or every worker's, summed), then
+    the gauges counted in the database at scrape time. The metrics port serves the same."""
+    return render(BreakGlassQueue(engine, timedelta(days=settings.break_glass_review_days), clock))
+
+
+_METRICS_ONLY = frozenset({"metrics"})
+_ANY_SCOPE = frozenset(SCOPES)
+
+
+async def _metrics_reader(request: Request) -> Caller:
+    """Any API key; with ACCORD_REQUIRE_METRICS_SCOPE, only a key with the `metrics` scope."""
+    required = request.app.state.settings.require_metrics_scope
+    return authorized(request.scope, _METRICS_ONLY if required else _ANY_SCOPE)
+
+
+MetricsReader = Annotated[Caller, Depends(_metrics_reader)]
+
+
 @router.get(
     "/metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"}},
 )
-def metrics(request: Request, caller: AnyClient) -> Response:
-    """Prometheus metrics (any API key)."""
-    settings = request.app.state.settings
-    body, content_type = render(
-        BreakGlassQueue(
-            request.app.state.engine,
-            timedelta(days=settings.break_glass_review_days),
-            request.app.state.clock,
-        )
-    )
+def metrics(request: Request, caller: MetricsReader) -> Response:
+    """Prometheus metrics: any API key, or with ACCORD_REQUIRE_METRICS_SCOPE only a key with
+    the `metrics` scope. ACCORD_METRICS_PORT serves them on a port of their own, without one."""
+    state = request.app.state
+    body, content_type = render_metrics(state.engine, state.settings, state.clock)
     return Response(body, media_type=content_type)

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id and one log line per request; a bound on body size."""
+"""ASGI middleware: a request id and one log line per request; HTTP metrics by route
+template; a bound on body size."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.runtime.ids import new_id
+from app.runtime.metrics import http_answered
 from app.web.problems import problem_response
 
 log = structlog.get_logger("accord.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
 
 
 class RequestContext:
@@ -66,6 +70,48 @@ class RequestContext:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+class HttpMetrics:
+    """Count and time every HTTP answer by method, route and status (app/runtime/metrics.py).
+
+    The route is the path template of the route that answered (`/v1/agreements/{agreement_id}`,
+    its `path_format`), never the path itself, whose ids would make series without bound (and
+    name persons). FastAPI's router leaves the route in scope["route"]; so does the decision
+    fast path. A request answered before any route took it (no route has its path, or the edge
+    refused it: 401, 429, 413 by its declared length) is `unmatched`; an unusual method is
+    `OTHER`. Each
+    label set's children are made once (`http_answered`), so a request costs a cached lookup,
+    an increment and an observation.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # no answer started: the server answers 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            method = scope["method"]
+            requests, seconds = http_answered(
+                method if method in HTTP_METHODS else "OTHER",
+                getattr(scope.get("route"), "path_format", UNMATCHED),
+                status,
+            )
+            requests.inc()
+            seconds.observe(time.perf_counter() - started)
 
 
 class BodyLimit:
