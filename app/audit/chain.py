@@ -140,6 +140,30 @@ class Checkpoint:
         return b"accord audit checkpoint v1 " + content
 
 
+@dataclass(frozen=True)
+class VerifiedUpTo:
+    """A successful verification's record that the chain was proven from its start (or a
+    signed checkpoint) up to row `last_seq`, whose hash `last_hash` commits to every row
+    before it; `accord audit verify --since-checkpoint` starts from the newest."""
+
+    id: int
+    last_seq: int
+    last_hash: str
+    rows_checked: int
+    verified_at: datetime
+    verified_by: str
+    signature: str | None = None
+
+    def statement(self) -> bytes:
+        """What the signature covers: every column but the id and the signature."""
+        content = orjson.dumps(
+            [self.last_seq, self.last_hash, self.rows_checked, self.verified_at, self.verified_by],
+            default=_canonical_datetime,
+            option=orjson.OPT_PASSTHROUGH_DATETIME,
+        )
+        return b"accord audit verified v1 " + content
+
+
 # Why a signature does not prove a statement (None when it does): KeyRing.problem.
 SignatureCheck = Callable[[bytes, str | None], str | None]
 
@@ -186,6 +210,8 @@ class Verification:
     last_seq: int
     broken: BrokenLink | None
     signed_by: tuple[str, ...] = ()  # the key ids signatures were checked with; () if not
+    start_seq: int = 0  # the rows checked are those after this one (a checkpoint's)
+    last_hash: str | None = None  # the hash of row last_seq, once the chain is proven
 
     @property
     def intact(self) -> bool:

@@ -219,7 +219,9 @@ class AuditDecision(Base):
         ),
     )
 
-    # Assigned by the writer from the chain head, so seq order is commit order.
+    # Assigned by the writer from the chain head, so seq order is commit order. On
+    # PostgreSQL the table is partitioned by month of decided_at (migration 0012): there
+    # the primary key is (seq, decided_at) and decision_id is unique with decided_at.
     seq: Mapped[int] = mapped_column(SequenceNumber, primary_key=True, autoincrement=False)
     decision_id: Mapped[str] = mapped_column(String(36), unique=True)
     request_id: Mapped[str] = mapped_column(String(64))
@@ -273,6 +275,22 @@ class AuditCheckpoint(Base):
     rows_removed: Mapped[int] = mapped_column(SequenceNumber)
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(128))
+    signature: Mapped[str | None] = mapped_column(String(160))  # over every column but id
+
+
+class AuditVerification(Base):
+    """A successful verification's record that the chain was proven up to row `last_seq`,
+    whose hash `last_hash` commits to every row before it; signed (migration 0012).
+    `accord audit verify --since-checkpoint` starts from the newest."""
+
+    __tablename__ = "audit_verifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    last_seq: Mapped[int] = mapped_column(SequenceNumber)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    rows_checked: Mapped[int] = mapped_column(SequenceNumber)
+    verified_at: Mapped[datetime]
+    verified_by: Mapped[str] = mapped_column(String(128))
     signature: Mapped[str | None] = mapped_column(String(160))  # over every column but id
 
 
