@@ -11,9 +11,12 @@ from typing import Any
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from app.agreements.access_map import router as access_map_router
 from app.agreements.router import router as agreements_router
+from app.audit.partitions import ENSURE_EVERY_SECONDS, keep_partitions_ahead
 from app.audit.router import router as audit_router
 from app.audit.signing import configured_signer
 from app.audit.writer import AuditWriter
@@ -38,10 +41,11 @@ from app.web.auth import Authenticate
 from app.web.decision_route import DecisionFastPath
 from app.web.health import router as ops_router
 from app.web.limits import ClientLimits
-from app.web.middleware import BodyLimit, RequestContext
+from app.web.middleware import BodyLimit, HttpMetrics, RequestContext
 from app.web.openapi import document_problems
 from app.web.problems import install_problem_handlers
 from app.web.query import reject_unknown_query
+from app.web.tracing import instrument
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +60,17 @@ def _operation_id(route: APIRoute) -> str:
 SWITCH_INTERVAL_SECONDS = 0.0005
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
-    """The service; `clock` defaults to the system's (tests pass a FixedClock)."""
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> FastAPI:
+    """The service; `clock` defaults to the system's (tests pass a FixedClock). Its requests
+    are traced to `span_exporter`, or over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    (app/web/tracing.py); otherwise not at all."""
     settings = settings or get_settings()
     clock = clock or SystemClock()
+    tracer_provider: TracerProvider | None = None
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     configure_logging(settings.log_level)
 
@@ -122,6 +133,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             asyncio.create_task(
                 follow(register.refresh, interval=interval, failure="register refresh failed")
             ),
+            # PostgreSQL: this month's audit partition and the next two's, made ahead, daily
+            asyncio.create_task(
+                follow(
+                    lambda: keep_partitions_ahead(engine),
+                    interval=ENSURE_EVERY_SECONDS,
+                    failure="audit partitions not made",
+                )
+            ),
         ]
         try:
             yield
@@ -135,6 +154,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             if person_info is not None:
                 await person_info.aclose()
             engine.dispose()
+            if tracer_provider is not None:  # the last spans are exported
+                await asyncio.to_thread(tracer_provider.shutdown)
 
     app = FastAPI(
         title="Accord",
@@ -145,8 +166,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         dependencies=[Depends(reject_unknown_query)],
         docs_url=None,  # /openapi.json needs a key like every other route; see openapi.yaml
         redoc_url=None,
-        # No OpenTelemetry: metrics are Prometheus's (app/runtime/metrics.py). Off, FastAPI
-        # does not look for a provider on every request.
+        # FastAPI's own telemetry stays off (it would look for a provider on every request):
+        # metrics are Prometheus's (app/runtime/metrics.py), traces opentelemetry-
+        # instrumentation-fastapi's, when configured (app/web/tracing.py).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_problem_handlers(app)
@@ -185,4 +207,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestContext)
+    app.add_middleware(HttpMetrics)  # outermost: every answer, RequestContext's 500s included
+    tracer_provider = instrument(app, span_exporter)  # around all of it, when tracing is on
     return app

@@ -102,3 +102,27 @@ def test_versus_benchmark_loads_cerbos_accord_and_bare() -> None:
     assert check["same"] and len(check["fields"]) == 19
     assert check["cerbos_permitted"] == check["accord_permitted"] != []
     assert [target for target, _, _ in figures["targets"]]
+
+
+@pytest.mark.postgres  # the benchmark starts its own throwaway PostgreSQL (tests/postgres.py)
+def test_chain_throughput_benchmark_counts_every_row_and_verifies() -> None:
+    printed = _last_json_line("bench.chain_throughput", "--seconds", "1", "--processes", "1", "2")
+    figures = printed["chain_throughput"]
+    assert isinstance(figures, dict)
+    assert figures["all_verified"] is True
+    loads = figures["loads"]
+    assert [(row["rows_per_write"], row["processes"]) for row in loads] == [
+        (1, 1),
+        (1, 2),
+        (20, 1),
+        (20, 2),
+    ]
+    for row in loads:
+        check = row["check"]  # the chain across every process's rows, and every row counted
+        assert check["ok"] and check["intact"] and check["seq_gapless"], check
+        assert check["rows_equal_acknowledged"], check
+        assert check["rows"] == check["acknowledged"] == check["head_seq"] > 0, check
+        assert row["failures"] == 0
+        assert len(row["each_process_decisions_per_s"]) == row["processes"]
+        assert all(rate > 0 for rate in row["each_process_decisions_per_s"])
+        assert row["commits_per_s"] > 0 and row["lock_held_ms_mean"] > 0

@@ -1,19 +1,23 @@
 """`accord audit`: verify the hash chain and its signatures, purge past retention, print the
-signed chain head."""
+signed chain head, follow the trail."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from time import sleep
 from typing import Any
 
+from app.audit import queries, stream
 from app.audit.chain import ChainHead
 from app.audit.integrity import purge_before, verify_chain
-from app.audit.router import ChainHeadOut
+from app.audit.router import MAX_SEQ, ChainHeadOut, ndjson_line
 from app.audit.signing import KeyRing, SigningKeyError, configured_signer, load_public_key
+from app.cli.audit_partitions import record_verified, register_partitions
 from app.cli.common import database
 from app.config import get_settings
 from app.errors import InvalidRequest
@@ -39,6 +43,13 @@ def register(commands: Any) -> None:
         help="signed heads saved earlier (`accord audit head --signed`, one JSON a line): "
         "prove that nothing up to each of them changed",
     )
+    verify.add_argument(
+        "--since-checkpoint",
+        action="store_true",
+        help="verify only the rows after the last signed verification record (each successful "
+        "verify with the signing key records one)",
+    )
+    verify.add_argument("--actor", default="cli", help="who is verifying (recorded)")
     verify.set_defaults(run=_verify)
     purge = audit.add_parser("purge", help="remove rows older than the retention period")
     purge.add_argument(
@@ -47,6 +58,12 @@ def register(commands: Any) -> None:
         help="YYYY-MM-DD (default: the retention period's start)",
     )
     purge.add_argument("--actor", default="cli", help="who is purging (recorded)")
+    purge.add_argument(
+        "--exact-rows",
+        action="store_true",
+        help="PostgreSQL, partitioned: delete every row before the date in batches, rather "
+        "than drop the whole months before it (the default)",
+    )
     purge.set_defaults(run=_purge)
     head = audit.add_parser(
         "head", help="print the chain head (seq, hash) as JSON, to keep outside the database"
@@ -55,6 +72,29 @@ def register(commands: Any) -> None:
         "--signed", action="store_true", help="with the head's signature, for `verify --head`"
     )
     head.set_defaults(run=_head)
+    tail = audit.add_parser(
+        "tail",
+        help="print the rows after a seq as NDJSON (as GET /v1/audit/stream sends them), "
+        "then each new row as it is committed, until interrupted",
+    )
+    tail.add_argument(
+        "--after",
+        type=_seq,
+        default=0,
+        help="start after this seq (default 0: from the first row); to resume, the last "
+        "seq printed",
+    )
+    tail.set_defaults(run=_tail)
+    register_partitions(audit)
+
+
+def _seq(text: str) -> int:
+    """A seq: a whole number from 0 to MAX_SEQ, as the stream's `after`."""
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEQ:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a seq (a whole number from 0 to {MAX_SEQ})"
+        )
+    return int(text)
 
 
 def _keyring(public_keys: list[Path] | None) -> KeyRing | None:
@@ -90,7 +130,7 @@ def _verify(args: argparse.Namespace) -> int:
         return 2
     saved = [] if args.head is None else _saved_heads(args.head)
     with database() as engine, engine.connect() as connection:
-        result = verify_chain(connection, keys, saved)
+        result = verify_chain(connection, keys, saved, since_verified=args.since_checkpoint)
     if result.broken is not None:
         link = result.broken
         print(
@@ -105,9 +145,10 @@ def _verify(args: argparse.Namespace) -> int:
         else "signatures NOT checked (ACCORD_AUDIT_UNSIGNED: development only)"
     )
     witnessed = f"; {len(saved)} saved heads on the chain" if saved else ""
+    since = f" after row {result.start_seq}" if args.since_checkpoint else ""
     print(
-        f"intact: {result.rows_checked} rows verified, chain head at row {result.last_seq}; "
-        f"{signatures}{witnessed}"
+        f"intact: {result.rows_checked} rows verified{since}, chain head at row "
+        f"{result.last_seq}; {signatures}{witnessed}{record_verified(args, result)}"
     )
     return 0
 
@@ -131,7 +172,13 @@ def _purge(args: argparse.Namespace) -> int:
         return 1
     try:
         with database() as engine:  # it verifies without the write lock
-            purge = purge_before(engine, before=before, actor=args.actor, signer=signer)
+            purge = purge_before(
+                engine,
+                before=before,
+                actor=args.actor,
+                signer=signer,
+                whole_months=not args.exact_rows,
+            )
     except InvalidRequest as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -151,3 +198,25 @@ def _head(args: argparse.Namespace) -> int:
         head = ChainHeadOut.read(connection, datetime.now(UTC))
     print(head.model_dump_json(exclude=None if args.signed else {"signature"}))
     return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    """Print each row after --after as one NDJSON line, in seq order, and keep following
+    the trail (the same reads as the stream endpoint) until Ctrl-C, which ends it quietly."""
+    after: int = args.after
+    out = sys.stdout.buffer
+    try:
+        with database() as engine:
+            while True:
+                rows = queries.decisions_after(engine, after=after)
+                for row in rows:
+                    out.write(ndjson_line(row))
+                    after = row.seq
+                out.flush()
+                if len(rows) < queries.FOLLOW_BATCH:
+                    sleep(stream.POLL_SECONDS)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # its reader left (`| head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
