@@ -30,6 +30,36 @@ def test_audit_scale_benchmark_builds_queries_and_verifies() -> None:
     assert isinstance(figures["person_query_p50_ms"], float | int)
 
 
+@pytest.mark.postgres  # the benchmark starts its own throwaway PostgreSQL (tests/postgres.py)
+def test_audit_scale_benchmark_on_postgresql_purges_a_month_under_load_and_verifies() -> None:
+    figures = _last_json_line(
+        "bench.audit_scale", "--backend", "postgresql", "--rows", "3000", "--queries", "5"
+    )
+    assert (figures["backend"], figures["rows"]) == ("postgresql", 3000)
+    for name in (
+        "build_seconds",
+        "build_rows_per_second",
+        "person_query_p50_ms",
+        "person_query_p99_ms",
+        "newest_day_verify_seconds",
+        "verify_seconds",
+        "verify_rows_per_second",
+        "verify_peak_rss_mib",
+        "purge_seconds",
+        "write_before_purge_p50_ms",
+        "write_before_purge_p99_ms",
+        "write_during_purge_p50_ms",
+        "write_during_purge_p99_ms",
+    ):
+        assert isinstance(figures[name], float | int), name
+    # the newest day's rows only: about a 365th of them, not the whole chain
+    assert 0 < figures["newest_day_verify_rows"] < 3000  # type: ignore[operator]
+    assert figures["purge_rows_removed"] > 0  # type: ignore[operator]
+    assert figures["writes_before_purge"] > 0 and figures["writes_during_purge"] > 0  # type: ignore[operator]
+    assert figures["write_failures"] == 0
+    assert figures["chain_intact_after_purge"] is True and figures["chain_verified"] is True
+
+
 def test_engine_benchmark_compiles_and_evaluates() -> None:
     figures = _last_json_line("bench.engine", "--sizes", "5", "20")["engine"]
     assert isinstance(figures, list)
